@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv lint typecheck unit integration test demo build bench clean
+.PHONY: help venv lint typecheck unit integration test demo build bench clean checkov terraform-check
 
 help:
 	@echo "make demo   - run a real end-to-end sync on local emulators"
@@ -34,8 +34,35 @@ unit: $(STAMP)
 integration: $(STAMP)
 	$(PY) -m pytest tests/integration
 
-test: lint typecheck $(STAMP)
+test: lint typecheck checkov terraform-check $(STAMP)
 	$(PY) -m pytest
+
+# checkov lives in its own virtualenv: it pins an older boto3 than the project's.
+CHECKOV_VENV := .venv-checkov
+CHECKOV_VERSION := 3.3.30
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
+
+$(CHECKOV_STAMP):
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet checkov==$(CHECKOV_VERSION)
+	touch $(CHECKOV_STAMP)
+
+checkov: $(CHECKOV_STAMP)
+	$(CHECKOV_VENV)/bin/checkov --directory terraform --framework terraform --quiet --compact --skip-download
+
+# fmt + validate. validate needs `init`: it runs in a temporary copy (so terraform/
+# gets no .terraform/), from the provider mirror in KV_SYNC_TF_PROVIDER_MIRROR when set.
+terraform-check:
+	@command -v terraform >/dev/null || { echo "terraform-check: terraform CLI not found on PATH (install Terraform >= 1.5)" >&2; exit 1; }
+	terraform fmt -check -recursive terraform
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && cp terraform/*.tf "$$tmp"/ && \
+	if [ -n "$${KV_SYNC_TF_PROVIDER_MIRROR:-}" ]; then \
+	  printf 'provider_installation {\n  filesystem_mirror {\n    path = "%s"\n  }\n}\n' "$$KV_SYNC_TF_PROVIDER_MIRROR" > "$$tmp/cli.tfrc"; \
+	  export TF_CLI_CONFIG_FILE="$$tmp/cli.tfrc"; \
+	fi && \
+	terraform -chdir="$$tmp" init -backend=false -input=false -no-color >"$$tmp/init.log" 2>&1 || { cat "$$tmp/init.log" >&2; exit 1; }; \
+	terraform -chdir="$$tmp" validate -no-color
 
 demo: $(STAMP)
 	$(PY) -m local.demo

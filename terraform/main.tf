@@ -1,0 +1,49 @@
+provider "aws" {
+  region = var.aws_region
+
+  default_tags {
+    tags = merge(var.tags, {
+      project     = var.project
+      environment = var.environment
+    })
+  }
+}
+
+data "aws_caller_identity" "current" {}
+
+data "aws_partition" "current" {}
+
+locals {
+  account_id = data.aws_caller_identity.current.account_id
+  partition  = data.aws_partition.current.partition
+
+  # The Lambda runtime writes to /aws/lambda/<function name>; Terraform creates the
+  # group first so that it owns the retention and the encryption.
+  log_group_name = "/aws/lambda/${var.lambda_function_name}"
+
+  # The DynamoDB operations the function's code calls. The IAM policy grants exactly
+  # these (tests/terraform keeps them in step with the code) and the DynamoDB alarms
+  # watch the same operations.
+  dynamodb_operations = ["UpdateItem"]
+
+  # Customer-managed key for the SNS topic: the caller's, or a dedicated one. The
+  # AWS managed key alias/aws/sns cannot be used here, because its key policy does
+  # not let CloudWatch alarms publish to the topic.
+  alerts_kms_key_arn = var.kms_key_arn != null ? var.kms_key_arn : one(aws_kms_key.alerts[*].arn)
+
+  # Environment of the function: every variable the code reads (config.ENV_VARS in
+  # lambda_function/config.py) plus the Powertools settings.
+  lambda_environment = {
+    DYNAMODB_TABLE_NAME          = aws_dynamodb_table.kv_data.name
+    SECRETS_MANAGER_SECRET_NAME  = aws_secretsmanager_secret.cloudflare.name
+    SECRET_CACHE_SECONDS         = tostring(var.secret_cache_seconds)
+    CLOUDFLARE_API_BASE_URL      = var.cloudflare_api_base_url
+    DEFAULT_KEY_NAME             = var.default_key_name
+    RETRY_MAX_ATTEMPTS           = tostring(var.retry_max_attempts)
+    API_TIMEOUT_SECONDS          = tostring(var.api_timeout_seconds)
+    RECORD_TTL_DAYS              = tostring(var.record_ttl_days)
+    POWERTOOLS_SERVICE_NAME      = var.service_name
+    POWERTOOLS_METRICS_NAMESPACE = var.metrics_namespace
+    POWERTOOLS_LOG_LEVEL         = var.log_level
+  }
+}
