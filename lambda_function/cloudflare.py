@@ -34,7 +34,11 @@ from errors import (
 from observability import logger
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from deadline import Deadline
+
+    NotFoundFactory = Callable[[str], SyncError]
 
 RETRYABLE_STATUSES = frozenset({500, 502, 503, 504})
 # Longest Retry-After we wait for inside one invocation; a longer one is
@@ -45,7 +49,7 @@ MIN_ATTEMPT_S = 0.5
 CONNECT_TIMEOUT_CAP_S = 3.05
 KEY_NOT_FOUND_CODE = 10009
 
-_backoff = wait_exponential_jitter(initial=0.25, max=8.0, jitter=0.25)
+_backoff = wait_exponential_jitter(multiplier=0.25, max=8.0, jitter=0.25)
 
 
 def _new_session() -> requests.Session:
@@ -138,6 +142,7 @@ class KVClient:
         deadline: Deadline,
         stats: CallStats,
         session: requests.Session = SESSION,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
         self._namespace_url = (
             f"{base_url}/accounts/{quote(account_id, safe='')}"
@@ -148,6 +153,7 @@ class KVClient:
         self._max_attempts = max_attempts
         self._deadline = deadline
         self._session = session
+        self._sleep = sleep or time.sleep
         self.stats = stats
 
     def get_entry(self, key: str) -> KVEntry:
@@ -214,13 +220,14 @@ class KVClient:
         *,
         json_body: object | None = None,
         passthrough: set[int] | None = None,
-        not_found: Any = None,
+        not_found: NotFoundFactory | None = None,
     ) -> requests.Response:
         retrying = Retrying(
             retry=retry_if_exception(lambda exc: isinstance(exc, SyncError) and exc.is_retryable),
             wait=self._wait,
             stop=self._stop,
             before_sleep=self._before_sleep,
+            sleep=self._sleep,
             reraise=True,
         )
         for attempt in retrying:
@@ -234,7 +241,7 @@ class KVClient:
         url: str,
         json_body: object | None,
         passthrough: set[int],
-        not_found: Any,
+        not_found: NotFoundFactory | None,
     ) -> requests.Response:
         budget = self._deadline.budget()
         if budget < MIN_ATTEMPT_S:
@@ -242,8 +249,9 @@ class KVClient:
                 "Not enough time left before the Lambda deadline to call Cloudflare; "
                 "raise the function timeout or lower API_TIMEOUT_SECONDS"
             )
-        connect = min(self._connect_timeout, budget)
-        read = max(min(self._read_timeout, budget - connect), 0.1)
+        # Near the deadline, shrink both timeouts so the attempt ends in time.
+        connect = min(self._connect_timeout, budget / 4)
+        read = min(self._read_timeout, budget - connect)
         self.stats.api_calls += 1
         try:
             response = self._session.request(
@@ -288,7 +296,7 @@ class KVClient:
 
 
 def _check_status(
-    response: requests.Response, passthrough: set[int], not_found: Any
+    response: requests.Response, passthrough: set[int], not_found: NotFoundFactory | None
 ) -> requests.Response:
     status = response.status_code
     if 200 <= status < 300 or status in passthrough:
@@ -300,32 +308,45 @@ def _check_status(
             "not expired, and has 'Workers KV Storage Read' on this account"
         )
     if status == 404:
-        if not_found is not None:
+        if not_found is not None and KEY_NOT_FOUND_CODE not in _error_codes(response):
             raise not_found(detail)
         raise NotFoundError(f"Key does not exist in the KV namespace ({detail})")
+    retry_after = parse_retry_after(response.headers.get("Retry-After"))
     if status == 429:
-        retry_after = parse_retry_after(response.headers.get("Retry-After"))
         raise RateLimitedError(
             f"Cloudflare rate limit hit ({detail}); the account allows 1,200 requests "
             "per 5 minutes",
             retry_after=retry_after,
         )
-    raise ApiError(f"Cloudflare API error ({detail})", is_retryable=status in RETRYABLE_STATUSES)
+    retryable = status in RETRYABLE_STATUSES
+    raise ApiError(
+        f"Cloudflare API error ({detail})",
+        is_retryable=retryable,
+        retry_after=retry_after if retryable else None,
+    )
 
 
-def _describe_errors(response: requests.Response) -> str:
-    """Cloudflare's error codes and messages from a failure envelope, if any."""
+def _errors(response: requests.Response) -> list[dict[str, Any]]:
+    """The ``errors`` of a Cloudflare failure envelope ([] when there is none)."""
     try:
         body = response.json()
     except ValueError:
-        return ""
+        return []
     errors = body.get("errors") if isinstance(body, dict) else None
-    if not isinstance(errors, list) or not errors:
-        return ""
+    if not isinstance(errors, list):
+        return []
+    return [err for err in errors if isinstance(err, dict)]
+
+
+def _error_codes(response: requests.Response) -> set[object]:
+    return {err.get("code") for err in _errors(response)}
+
+
+def _describe_errors(response: requests.Response) -> str:
+    """Cloudflare's error codes and messages, for an error message."""
     parts = [
         f"code {err.get('code')}: {str(err.get('message', ''))[:120]}"
-        for err in errors[:3]
-        if isinstance(err, dict)
+        for err in _errors(response)[:3]
     ]
     return f", {'; '.join(parts)}" if parts else ""
 
