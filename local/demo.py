@@ -30,7 +30,13 @@ from typing import IO, TYPE_CHECKING, Any
 
 from local.aws_setup import SECRET_NAME, TABLE_NAME, create_secret, create_table, put_credentials
 from local.kv_emulator import KVEmulator
-from local.runner import LocalContext, load_handler, patched_environ, powertools_output
+from local.runner import (
+    LocalContext,
+    cli_exit,
+    load_handler,
+    patched_environ,
+    powertools_output,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -357,4 +363,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli_exit(main)

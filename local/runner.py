@@ -454,5 +454,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run(parse_args(argv))
 
 
+def cli_exit(entry: Callable[[], int]) -> None:
+    """Run a command's ``main`` and exit with its status; a closed stdout is quiet.
+
+    ``python -m local.demo | head`` closes the pipe early: exit 1 without a traceback.
+    """
+    try:
+        status = entry()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python flushes stdout again at exit; point it at devnull so that cannot fail.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        status = 1
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    cli_exit(main)
