@@ -30,7 +30,14 @@ def secretsmanager_client() -> Any:
     return boto3.client("secretsmanager", config=_BOTO_CONFIG)
 
 
+@cache
+def lambda_client() -> Any:
+    """The Lambda client, used only to continue a long sync asynchronously."""
+    return boto3.client("lambda", config=_BOTO_CONFIG)
+
+
 def reset_clients() -> None:
     """Forget the cached clients, so the next call builds them from the current env."""
     dynamodb_client.cache_clear()
     secretsmanager_client.cache_clear()
+    lambda_client.cache_clear()

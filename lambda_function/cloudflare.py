@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import email.utils
 import json
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import requests
 from requests.adapters import HTTPAdapter
 from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential_jitter
 
+import ratelimit
 from errors import (
     ApiError,
     AuthError,
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from deadline import Deadline
+    from ratelimit import RateLimiter
 
     NotFoundFactory = Callable[[str], SyncError]
 
@@ -48,6 +51,8 @@ RETRY_AFTER_CAP_S = 30.0
 MIN_ATTEMPT_S = 0.5
 CONNECT_TIMEOUT_CAP_S = 3.05
 KEY_NOT_FOUND_CODE = 10009
+BULK_GET_MAX = 100
+LIST_LIMIT = 1000
 
 _backoff = wait_exponential_jitter(multiplier=0.25, max=8.0, jitter=0.25)
 
@@ -76,12 +81,27 @@ class KVEntry:
     expiration: int | None
 
 
+@dataclass(frozen=True)
+class KeyPage:
+    """One page of a key listing; ``cursor`` is ``None`` on the last page."""
+
+    names: list[str]
+    cursor: str | None
+
+
 @dataclass
 class CallStats:
-    """Counts reported in the response statistics and metrics."""
+    """Counts reported in the response statistics and metrics (thread-safe)."""
 
     api_calls: int = 0
     retries: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, *, api_calls: int = 0, retries: int = 0) -> None:
+        """Count calls and retries; worker threads share one instance."""
+        with self._lock:
+            self.api_calls += api_calls
+            self.retries += retries
 
 
 def encode_key(key: str) -> str:
@@ -143,6 +163,7 @@ class KVClient:
         stats: CallStats,
         session: requests.Session = SESSION,
         sleep: Callable[[float], None] | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self._namespace_url = (
             f"{base_url}/accounts/{quote(account_id, safe='')}"
@@ -154,6 +175,7 @@ class KVClient:
         self._deadline = deadline
         self._session = session
         self._sleep = sleep or time.sleep
+        self._limiter = limiter or ratelimit.shared_limiter(ratelimit.CLOUDFLARE_DEFAULT_LIMIT)
         self.stats = stats
 
     def get_entry(self, key: str) -> KVEntry:
@@ -170,30 +192,81 @@ class KVClient:
         SyncError
             Any other failure, after retries.
         """
+        found = self.get_entries([key])[key]
+        if isinstance(found, SyncError):
+            raise found
+        if found is None:
+            raise NotFoundError(f"Key '{key}' does not exist in the KV namespace")
+        return found
+
+    def get_entries(self, keys: list[str]) -> dict[str, KVEntry | SyncError | None]:
+        """Fetch up to ``BULK_GET_MAX`` keys with as few calls as possible.
+
+        Returns each key's entry, ``None`` when the key does not exist, or the
+        error that stopped that one key from being read. Bulk get refuses a
+        whole batch when one value is not text; such a batch is split in
+        halves until the binary values are isolated and read one by one.
+
+        Raises
+        ------
+        SyncError
+            A failure that concerns the whole batch (auth, rate limit, outage).
+        """
+        if not 0 < len(keys) <= BULK_GET_MAX:
+            raise ValueError(f"bulk get takes 1 to {BULK_GET_MAX} keys, got {len(keys)}")
         response = self._call(
             "POST",
             f"{self._namespace_url}/bulk/get",
-            json_body={"keys": [key], "type": "text", "withMetadata": True},
+            json_body={"keys": keys, "type": "text", "withMetadata": True},
             passthrough={400},
             not_found=self._namespace_not_found,
         )
         if response.status_code == 400:
-            logger.info("Bulk get refused the key (not text); reading it raw")
-            return self._get_raw(key)
+            if len(keys) == 1:
+                return {keys[0]: self._get_raw_or_error(keys[0])}
+            middle = len(keys) // 2
+            return {**self.get_entries(keys[:middle]), **self.get_entries(keys[middle:])}
         values = _envelope_result(response).get("values")
         if not isinstance(values, dict):
             raise ApiError("Cloudflare bulk get returned no 'values' object")
-        item = values.get(key)
-        if item is None:
-            raise NotFoundError(f"Key '{key}' does not exist in the KV namespace")
-        if not isinstance(item, dict) or not isinstance(item.get("value"), str):
-            raise ApiError("Cloudflare bulk get returned an entry without a text value")
-        return KVEntry(
-            key=key,
-            value=item["value"].encode("utf-8"),
-            metadata=item.get("metadata"),
-            expiration=_expiration(item.get("expiration")),
+        return {key: _bulk_entry(key, values.get(key)) for key in keys}
+
+    def list_keys(self, prefix: str, cursor: str | None, limit: int = LIST_LIMIT) -> KeyPage:
+        """One page of key names (sorted by their UTF-8 bytes) under a prefix.
+
+        Raises
+        ------
+        SyncError
+            The listing failed after retries.
+        """
+        params = {"limit": str(limit)}
+        if prefix:
+            params["prefix"] = prefix
+        if cursor:
+            params["cursor"] = cursor
+        response = self._call(
+            "GET",
+            f"{self._namespace_url}/keys?{urlencode(params)}",
+            not_found=self._namespace_not_found,
         )
+        body = _envelope(response)
+        result = body.get("result")
+        if not isinstance(result, list):
+            raise ApiError("Cloudflare list keys returned no list of keys")
+        names = [item["name"] for item in result if isinstance(item, dict) and "name" in item]
+        info = body.get("result_info")
+        next_cursor = info.get("cursor") if isinstance(info, dict) else None
+        return KeyPage(names=names, cursor=next_cursor or None)
+
+    def _get_raw_or_error(self, key: str) -> KVEntry | SyncError | None:
+        try:
+            return self._get_raw(key)
+        except NotFoundError:
+            return None
+        except SyncError as exc:
+            if exc.is_retryable or isinstance(exc, AuthError | ConfigurationError):
+                raise
+            return exc
 
     def _get_raw(self, key: str) -> KVEntry:
         segment = encode_key(key)
@@ -249,10 +322,20 @@ class KVClient:
                 "Not enough time left before the Lambda deadline to call Cloudflare; "
                 "raise the function timeout or lower API_TIMEOUT_SECONDS"
             )
+        waited = self._limiter.reserve(budget - MIN_ATTEMPT_S)
+        if waited is None:
+            raise RateLimitedError(
+                "Client-side limit of "
+                f"{self._limiter.max_requests} Cloudflare requests per 5 minutes reached; "
+                "continue later (CLOUDFLARE_REQUESTS_PER_5_MINUTES sets the limit)",
+                retry_after=self._limiter.seconds_until_free(),
+            )
+        if waited:
+            budget = self._deadline.budget()
         # Near the deadline, shrink both timeouts so the attempt ends in time.
         connect = min(self._connect_timeout, budget / 4)
         read = min(self._read_timeout, budget - connect)
-        self.stats.api_calls += 1
+        self.stats.add(api_calls=1)
         try:
             response = self._session.request(
                 method, url, headers=self._headers, json=json_body, timeout=(connect, read)
@@ -283,7 +366,7 @@ class KVClient:
         return self._deadline.budget() - sleep < MIN_ATTEMPT_S
 
     def _before_sleep(self, retry_state: RetryCallState) -> None:
-        self.stats.retries += 1
+        self.stats.add(retries=1)
         exc = retry_state.outcome.exception() if retry_state.outcome else None
         logger.warning(
             "Retrying Cloudflare call",
@@ -351,8 +434,8 @@ def _describe_errors(response: requests.Response) -> str:
     return f", {'; '.join(parts)}" if parts else ""
 
 
-def _envelope_result(response: requests.Response, *, allow_null: bool = False) -> Any:
-    """The ``result`` of a Cloudflare JSON envelope, numbers kept exact."""
+def _envelope(response: requests.Response) -> dict[str, Any]:
+    """A successful Cloudflare JSON envelope, numbers kept exact."""
     try:
         body = json.loads(response.content, parse_float=Decimal)
     except ValueError:
@@ -362,14 +445,30 @@ def _envelope_result(response: requests.Response, *, allow_null: bool = False) -
         ) from None
     if not isinstance(body, dict) or body.get("success") is not True:
         raise ApiError(f"Cloudflare reported failure{_describe_errors(response)}")
-    result = body.get("result")
-    if result is None and allow_null:
-        return None
+    return body
+
+
+def _envelope_result(response: requests.Response, *, allow_null: bool = False) -> Any:
+    """The ``result`` object of a Cloudflare envelope (``None`` only if allowed)."""
+    result = _envelope(response).get("result")
     if allow_null:
         return result
     if not isinstance(result, dict):
         raise ApiError("Cloudflare returned an envelope without a result object")
     return result
+
+
+def _bulk_entry(key: str, item: object) -> KVEntry | None:
+    if item is None:
+        return None
+    if not isinstance(item, dict) or not isinstance(item.get("value"), str):
+        raise ApiError("Cloudflare bulk get returned an entry without a text value")
+    return KVEntry(
+        key=key,
+        value=item["value"].encode("utf-8"),
+        metadata=item.get("metadata"),
+        expiration=_expiration(item.get("expiration")),
+    )
 
 
 def _expiration(raw: object) -> int | None:

@@ -19,6 +19,10 @@ ENV_VARS = (
     "RETRY_MAX_ATTEMPTS",
     "API_TIMEOUT_SECONDS",
     "RECORD_TTL_DAYS",
+    "DELETE_MISSING",
+    "CLOUDFLARE_REQUESTS_PER_5_MINUTES",
+    "SELF_INVOKE_CONTINUATION",
+    "MAX_CONTINUATIONS",
 )
 
 
@@ -52,6 +56,17 @@ def _float(name: str, default: float, minimum: float, maximum: float) -> float:
     return value
 
 
+def _bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Validated configuration for one invocation."""
@@ -64,6 +79,10 @@ class Settings:
     retry_max_attempts: int
     api_timeout_seconds: float
     record_ttl_days: int
+    delete_missing: bool = False
+    cloudflare_requests_per_5_minutes: int = 1200
+    self_invoke_continuation: bool = False
+    max_continuations: int = 50
 
 
 def load_settings() -> Settings:
@@ -92,4 +111,10 @@ def load_settings() -> Settings:
         retry_max_attempts=_int("RETRY_MAX_ATTEMPTS", 3, 1, 10),
         api_timeout_seconds=_float("API_TIMEOUT_SECONDS", 30.0, 1.0, 900.0),
         record_ttl_days=_int("RECORD_TTL_DAYS", 30, 0, 36_500),
+        delete_missing=_bool("DELETE_MISSING", False),
+        cloudflare_requests_per_5_minutes=_int(
+            "CLOUDFLARE_REQUESTS_PER_5_MINUTES", 1200, 1, 100_000
+        ),
+        self_invoke_continuation=_bool("SELF_INVOKE_CONTINUATION", False),
+        max_continuations=_int("MAX_CONTINUATIONS", 50, 0, 1000),
     )

@@ -27,6 +27,9 @@ _PLACEHOLDER = re.compile(
 )
 
 
+_TEMPLATE = re.compile(r"^(<.*>|\$\{.*\}|changeme|change[-_ ]me|replace[-_ ]?me.*)$", re.IGNORECASE)
+
+
 @dataclass(frozen=True)
 class CloudflareCredentials:
     """What the function needs to call the Cloudflare KV API."""
@@ -118,7 +121,13 @@ def parse_credentials(raw: str | bytes | None, secret_name: str) -> CloudflareCr
         raise ConfigurationError(
             f"Secret '{secret_name}' is missing or has empty fields: {', '.join(missing)}"
         )
-    placeholders = [field for field in REQUIRED_FIELDS if _PLACEHOLDER.match(data[field].strip())]
+    # kv_namespace is a free-form title ("todo" is a fine name): only unmistakable
+    # template markers count as placeholders there.
+    placeholders = [
+        field
+        for field in REQUIRED_FIELDS
+        if (_TEMPLATE if field == "kv_namespace" else _PLACEHOLDER).match(data[field].strip())
+    ]
     if placeholders:
         raise ConfigurationError(
             f"Secret '{secret_name}' still holds placeholder values in: {', '.join(placeholders)}"

@@ -11,7 +11,7 @@ import base64
 import binascii
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -20,8 +20,11 @@ from aws_lambda_powertools.utilities.data_classes import LambdaFunctionUrlEvent
 from errors import MethodNotAllowedError, ValidationError
 
 MAX_KEY_BYTES = 512
+MAX_KEY_NAMES = 1000
+MAX_CURSOR_CHARS = 4096
 MAX_BODY_BYTES = 64 * 1024
-ALLOWED_FIELDS = ("key_name",)
+SELECTORS = ("key_name", "key_names", "prefix", "all")
+ALLOWED_FIELDS = (*SELECTORS, "cursor", "delete_missing", "continuation")
 ALLOWED_METHODS = ("GET", "POST")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -36,10 +39,40 @@ class Trigger(StrEnum):
 
 @dataclass(frozen=True)
 class SyncRequest:
-    """A validated request to sync one key."""
+    """A validated request: one key, a list of keys, a prefix or the namespace.
 
-    key_name: str
+    Exactly one of ``key_name``, ``key_names``, ``prefix`` and ``all_keys`` is
+    set. ``delete_missing`` is ``None`` when the caller left it to the default.
+    ``continuation`` counts self-invocations of one resumable run.
+    """
+
     trigger: Trigger
+    key_name: str | None = None
+    key_names: tuple[str, ...] | None = None
+    prefix: str | None = None
+    all_keys: bool = False
+    cursor: str | None = None
+    delete_missing: bool | None = None
+    continuation: int = 0
+
+    @property
+    def is_bulk(self) -> bool:
+        """Whether this asks for more than one named key."""
+        return self.key_name is None
+
+    def wants_delete_missing(self, default: bool) -> bool:
+        """``delete_missing`` as asked, else the deployment's default."""
+        return default if self.delete_missing is None else self.delete_missing
+
+    def selector(self) -> dict[str, Any]:
+        """The selector as it appears in an event (echoed in bulk replies)."""
+        if self.key_names is not None:
+            return {"key_names": list(self.key_names)}
+        if self.prefix is not None:
+            return {"prefix": self.prefix}
+        if self.all_keys:
+            return {"all": True}
+        return {"key_name": self.key_name}
 
 
 def detect_trigger(event: object) -> Trigger:
@@ -65,7 +98,7 @@ def parse_event(event: object, default_key: str) -> SyncRequest:
     """
     trigger = detect_trigger(event)
     if trigger is Trigger.SCHEDULE:
-        return SyncRequest(key_name=default_key, trigger=trigger)
+        return SyncRequest(trigger=trigger, key_name=default_key)
     if trigger is Trigger.FUNCTION_URL:
         fields = _function_url_fields(LambdaFunctionUrlEvent(event))  # type: ignore[arg-type]
     elif isinstance(event, dict):
@@ -77,7 +110,7 @@ def parse_event(event: object, default_key: str) -> SyncRequest:
             f'The event must be a JSON object such as {{"key_name": "..."}}, '
             f"not {type(event).__name__}"
         )
-    return SyncRequest(key_name=_key_from(fields, default_key), trigger=trigger)
+    return _request_from(fields, default_key, trigger)
 
 
 def validate_key_name(key_name: object) -> str:
@@ -99,14 +132,99 @@ def validate_key_name(key_name: object) -> str:
     return key_name
 
 
-def _key_from(fields: dict[str, Any], default_key: str) -> str:
+def validate_prefix(prefix: object) -> str:
+    """Check a key prefix: a non-empty string with a key name's limits."""
+    if not isinstance(prefix, str):
+        raise ValidationError(f"prefix must be a string, not {type(prefix).__name__}")
+    if prefix == "":
+        raise ValidationError('prefix must not be empty; use {"all": true} for the namespace')
+    try:
+        size = len(prefix.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ValidationError("prefix is not valid UTF-8 (it holds a lone surrogate)") from None
+    if size > MAX_KEY_BYTES:
+        raise ValidationError(f"prefix is {size} bytes; KV keys are at most {MAX_KEY_BYTES}")
+    if _CONTROL.search(prefix):
+        raise ValidationError("prefix must not contain control characters")
+    return prefix
+
+
+def _request_from(fields: dict[str, Any], default_key: str, trigger: Trigger) -> SyncRequest:
     unknown = sorted(str(name) for name in fields if name not in ALLOWED_FIELDS)
     if unknown:
         shown = ", ".join(repr(name[:40]) for name in unknown[:5])
         raise ValidationError(f"Unknown field(s) {shown}; allowed: {', '.join(ALLOWED_FIELDS)}")
-    if "key_name" not in fields:
-        return default_key
-    return validate_key_name(fields["key_name"])
+    given = [name for name in SELECTORS if name in fields]
+    if len(given) > 1:
+        raise ValidationError(f"Use only one of {', '.join(SELECTORS)}; got {', '.join(given)}")
+    delete_missing = _optional_bool(fields, "delete_missing")
+    continuation = _continuation(fields.get("continuation", 0))
+    selector = given[0] if given else None
+    cursor = None
+    if "cursor" in fields:
+        if selector in (None, "key_name"):
+            raise ValidationError("cursor continues a key_names, prefix or all sync only")
+        cursor = _cursor(fields["cursor"])
+    request = SyncRequest(
+        trigger=trigger, cursor=cursor, delete_missing=delete_missing, continuation=continuation
+    )
+    if selector == "key_names":
+        return replace(request, key_names=_key_names(fields["key_names"]))
+    if selector == "prefix":
+        return replace(request, prefix=validate_prefix(fields["prefix"]))
+    if selector == "all":
+        if fields["all"] is not True:
+            raise ValidationError("all must be true to sync the whole namespace")
+        return replace(request, all_keys=True)
+    key_name = validate_key_name(fields["key_name"]) if selector else default_key
+    return replace(request, key_name=key_name)
+
+
+def _key_names(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise ValidationError(f"key_names must be a list of strings, not {type(value).__name__}")
+    if not 1 <= len(value) <= MAX_KEY_NAMES:
+        raise ValidationError(f"key_names must hold 1 to {MAX_KEY_NAMES} names, got {len(value)}")
+    names: dict[str, None] = {}
+    for index, name in enumerate(value):
+        try:
+            names[validate_key_name(name)] = None
+        except ValidationError as exc:
+            raise ValidationError(f"key_names[{index}]: {exc.message}") from None
+    return tuple(names)
+
+
+def _optional_bool(fields: dict[str, Any], name: str) -> bool | None:
+    value = fields.get(name)
+    if value is None or isinstance(value, bool):
+        return value
+    raise ValidationError(f"{name} must be true or false, not {type(value).__name__}")
+
+
+def _cursor(value: object) -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_CURSOR_CHARS:
+        raise ValidationError("cursor must be the non-empty next_cursor of a previous run")
+    return value
+
+
+def _continuation(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10_000:
+        raise ValidationError("continuation must be a small non-negative integer")
+    return value
+
+
+def _query_fields(query: dict[str, str]) -> dict[str, Any]:
+    """Query parameters as event fields (GET carries no lists or JSON booleans)."""
+    fields: dict[str, Any] = dict(query)
+    for name in ("all", "delete_missing"):
+        if name in fields:
+            text = fields[name].strip().lower()
+            if text not in {"true", "false"}:
+                raise ValidationError(f"{name} must be true or false")
+            fields[name] = text == "true"
+    if "key_names" in fields:
+        raise ValidationError("key_names needs a POST body (a JSON list)")
+    return fields
 
 
 def _function_url_fields(request: LambdaFunctionUrlEvent) -> dict[str, Any]:
@@ -116,7 +234,7 @@ def _function_url_fields(request: LambdaFunctionUrlEvent) -> dict[str, Any]:
             f"Method {method[:10] or '(none)'} is not allowed; use GET or POST"
         )
     if method == "GET":
-        return dict(request.query_string_parameters)
+        return _query_fields(dict(request.query_string_parameters))
     body = request.body
     if not body:
         return {}

@@ -161,11 +161,16 @@ def _value_size(value: Any) -> int:  # noqa: PLR0911 - one return per DynamoDB t
 
 
 def _is_json(text: str) -> bool:
+    """Whether the text is JSON (strict: NaN and Infinity are not JSON)."""
     try:
-        json.loads(text)
-    except ValueError:
+        json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
         return False
     return True
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _ttl(expiration: int | None, synced: datetime, ttl_days: int) -> int | None:

@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING, Any
 from records import utc_timestamp
 
 if TYPE_CHECKING:
+    from bulk import BulkResult, BulkStats
     from errors import SyncError
+    from events import SyncRequest
     from sync import SyncResult, SyncStats
 
 
@@ -101,3 +103,73 @@ def error_headers(error: SyncError) -> dict[str, str]:
     if error.http_status == 503:
         headers["Retry-After"] = str(max(math.ceil(error.retry_after or 1), 1))
     return headers
+
+
+def bulk_statistics(
+    stats: BulkStats, execution_time_ms: float, next_cursor: str | None, *, complete: bool
+) -> dict[str, Any]:
+    """The ``statistics`` block of a multi-key run."""
+    processed = stats.keys_fetched + stats.records_deleted
+    settled = (
+        stats.records_written
+        + stats.records_unchanged
+        + stats.records_superseded
+        + stats.records_deleted
+    )
+    return {
+        "execution_time_ms": round(execution_time_ms, 2),
+        "keys_listed": stats.keys_listed,
+        "keys_fetched": stats.keys_fetched,
+        "records_written": stats.records_written,
+        "records_unchanged": stats.records_unchanged,
+        "records_deleted": stats.records_deleted,
+        "records_failed": stats.records_failed,
+        "records_superseded": stats.records_superseded,
+        "cloudflare_api_calls": stats.calls.api_calls,
+        "cloudflare_retries": stats.calls.retries,
+        "dynamodb_batches": stats.reads.calls,
+        "dynamodb_writes": stats.dynamodb_writes,
+        "records_processed": processed,
+        "records_stored": stats.records_written + stats.records_unchanged,
+        "success_rate": round(settled / (settled + stats.records_failed), 4)
+        if settled + stats.records_failed
+        else 1.0,
+        "next_cursor": next_cursor,
+        "complete": complete,
+    }
+
+
+def bulk_document(
+    request: SyncRequest,
+    result: BulkResult,
+    stats: dict[str, Any],
+    lambda_info: dict[str, Any],
+    continued: bool,
+) -> dict[str, Any]:
+    """The document of a multi-key run that was not stopped by an error."""
+    s = result.stats
+    if result.complete:
+        state = "complete"
+    elif continued:
+        state = "continuing in a new invocation"
+    else:
+        state = "stopped before the deadline; pass next_cursor to continue"
+    message = (
+        f"Synced {s.keys_fetched} key(s): {s.records_written} written, "
+        f"{s.records_unchanged} unchanged, {s.records_deleted} deleted, "
+        f"{s.records_failed} failed; {state}"
+    )
+    return {
+        "success": s.records_failed == 0,
+        "data": {
+            "message": message,
+            "selector": request.selector(),
+            "complete": result.complete,
+            "next_cursor": result.next_cursor,
+            "continued": continued,
+            "failed_keys": s.failures,
+            "failed_keys_truncated": s.records_failed > len(s.failures),
+            "lambda": lambda_info,
+        },
+        "statistics": stats,
+    }

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from boto3.dynamodb.types import TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_result,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
 
 from aws_clients import dynamodb_client
 from errors import ConfigurationError, StorageError, ValueTooLargeError
@@ -23,9 +31,21 @@ _THROTTLING = {
     "RequestLimitExceeded",
 }
 
+_BATCH_ATTEMPTS = 5
+
 _serializer = TypeSerializer()
 
-__all__ = ["WriteOutcome", "dynamodb_client", "write_record"]
+__all__ = [
+    "StoredState",
+    "WriteOutcome",
+    "delete_if_older",
+    "dynamodb_client",
+    "query_states",
+    "read_states",
+    "refresh",
+    "write_full",
+    "write_record",
+]
 
 
 @dataclass(frozen=True)
@@ -61,6 +81,155 @@ def write_record(table_name: str, record: Record) -> WriteOutcome:
     if _update(table_name, record, full=True):
         return WriteOutcome(changed=True, superseded=False, writes=2)
     return WriteOutcome(changed=False, superseded=True, writes=2)
+
+
+def write_full(table_name: str, record: Record) -> bool:
+    """Write a new or changed record; ``False`` when a newer sync got there first."""
+    return _update(table_name, record, full=True)
+
+
+def refresh(table_name: str, record: Record) -> bool:
+    """Refresh ``synced_at`` and ``ttl`` of an unchanged record (``False``: superseded)."""
+    return _update(table_name, record, full=False)
+
+
+@dataclass(frozen=True)
+class StoredState:
+    """What change detection needs from a stored record."""
+
+    content_sha256: str | None
+    synced_at: str | None
+    ttl: int | None
+
+
+@dataclass
+class ReadCounter:
+    """Counts batched DynamoDB read calls (BatchGetItem, Query pages)."""
+
+    calls: int = 0
+
+
+_STATE_PROJECTION = "sk, content_sha256, synced_at, #ttl"
+
+
+def read_states(
+    table_name: str, pk: str, sort_keys: list[str], counter: ReadCounter
+) -> dict[str, StoredState]:
+    """Stored state of up to 100 records, by sort key, with one BatchGetItem.
+
+    Keys DynamoDB leaves unprocessed (throttling) are asked for again with
+    backoff; records that do not exist are simply absent from the result.
+    """
+    if not sort_keys:
+        return {}
+    pending: dict[str, Any] = {
+        table_name: {
+            "Keys": [{"pk": {"S": pk}, "sk": {"S": sk}} for sk in sort_keys],
+            "ProjectionExpression": _STATE_PROJECTION,
+            "ExpressionAttributeNames": {"#ttl": "ttl"},
+            "ConsistentRead": True,
+        }
+    }
+    states: dict[str, StoredState] = {}
+
+    def read_pending() -> dict[str, Any]:
+        nonlocal pending
+        counter.calls += 1
+        response = _call("batch_get_item", table_name, RequestItems=pending)
+        for item in response.get("Responses", {}).get(table_name, []):
+            states[item["sk"]["S"]] = _state(item)
+        pending = response.get("UnprocessedKeys") or {}
+        return pending
+
+    # Retried while DynamoDB leaves keys unprocessed, i.e. the result is non-empty.
+    Retrying(
+        stop=stop_after_attempt(_BATCH_ATTEMPTS),
+        wait=wait_exponential_jitter(multiplier=0.05, max=2.0),
+        retry=retry_if_result(bool),
+        retry_error_callback=_unprocessed_error,
+    )(read_pending)
+    return states
+
+
+def query_states(
+    table_name: str, pk: str, low: str, high: str, counter: ReadCounter
+) -> dict[str, StoredState]:
+    """Stored state of every record whose sort key is in ``[low, high]``."""
+    states: dict[str, StoredState] = {}
+    kwargs: dict[str, Any] = {
+        "KeyConditionExpression": "pk = :pk AND sk BETWEEN :low AND :high",
+        "ExpressionAttributeValues": {
+            ":pk": {"S": pk},
+            ":low": {"S": low},
+            ":high": {"S": high},
+        },
+        "ProjectionExpression": _STATE_PROJECTION,
+        "ExpressionAttributeNames": {"#ttl": "ttl"},
+        "ConsistentRead": True,
+    }
+    while True:
+        counter.calls += 1
+        response = _call("query", table_name, **kwargs)
+        for item in response.get("Items", []):
+            states[item["sk"]["S"]] = _state(item)
+        if "LastEvaluatedKey" not in response:
+            return states
+        kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+
+def delete_if_older(table_name: str, pk: str, sk: str, seen_missing_at: str) -> bool:
+    """Delete a record whose key is gone, unless a sync stored it after we looked.
+
+    Returns ``False`` when the record was (re)written after ``seen_missing_at``
+    (or is already gone), so a key re-created meanwhile is never lost.
+    """
+    try:
+        dynamodb_client().delete_item(
+            TableName=table_name,
+            Key={"pk": {"S": pk}, "sk": {"S": sk}},
+            ConditionExpression="attribute_exists(pk) AND #synced_at < :seen",
+            ExpressionAttributeNames={"#synced_at": "synced_at"},
+            ExpressionAttributeValues={":seen": {"S": seen_missing_at}},
+        )
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code == "ConditionalCheckFailedException":
+            return False
+        raise _storage_error(table_name, code, str(exc)) from None
+    except BotoCoreError as exc:
+        raise StorageError(
+            f"Could not reach DynamoDB ({type(exc).__name__})", is_retryable=True
+        ) from None
+    return True
+
+
+def _call(operation: str, table_name: str, **kwargs: Any) -> Any:
+    try:
+        if operation == "query":
+            return dynamodb_client().query(TableName=table_name, **kwargs)
+        return getattr(dynamodb_client(), operation)(**kwargs)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        raise _storage_error(table_name, code, str(exc)) from None
+    except BotoCoreError as exc:
+        raise StorageError(
+            f"Could not reach DynamoDB ({type(exc).__name__})", is_retryable=True
+        ) from None
+
+
+def _state(item: dict[str, Any]) -> StoredState:
+    ttl = item.get("ttl", {}).get("N")
+    return StoredState(
+        content_sha256=item.get("content_sha256", {}).get("S"),
+        synced_at=item.get("synced_at", {}).get("S"),
+        ttl=int(Decimal(ttl)) if ttl is not None else None,
+    )
+
+
+def _unprocessed_error(retry_state: RetryCallState) -> Any:
+    raise StorageError(
+        "DynamoDB kept returning unprocessed keys (throttled) after retries", is_retryable=True
+    )
 
 
 def _update(table_name: str, record: Record, *, full: bool) -> bool:

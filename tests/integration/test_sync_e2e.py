@@ -107,7 +107,7 @@ def test_stale_invocation_cannot_overwrite_newer_record(stack: Stack, monkeypatc
             assert b_done.wait(10)
         return real_write(table, record)
 
-    monkeypatch.setattr("sync.write_record", held_write)
+    monkeypatch.setattr("store.write_record", held_write)
     results: dict[str, object] = {}
     a = threading.Thread(target=lambda: results.setdefault("a", stack.invoke({"key_name": "flag"})))
     a.start()
