@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import store
 from cloudflare import BULK_GET_MAX, CallStats
-from errors import SyncError, ValidationError
+from errors import NotFoundError, SyncError, ValidationError
 from observability import logger, subsegment
 from records import build_record, partition_key, sort_key, utc_timestamp
 from sync import CloudflareAccess
@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from events import SyncRequest
     from records import Record
 
+# Keys per listing page: Cloudflare's maximum (tests lower it to make pages).
+LIST_PAGE_SIZE = 1000
 FETCH_CONCURRENCY = 4
 WRITE_CONCURRENCY = 8
 MAX_FAILURES_REPORTED = 50
@@ -156,7 +158,7 @@ class _Run:
             stored = store.read_states(
                 self.settings.table_name, pk, [sort_key(k) for k in chunk], self.stats.reads
             )
-        self._apply(chunk, entries, stored, looked_at, gone=[])
+        self._apply(chunk, entries, stored, looked_at, gone=[], named=True)
         offset = position.offset + len(chunk)
         return _Position(offset=offset), offset >= len(names)
 
@@ -169,7 +171,9 @@ class _Run:
         """
         looked_at = utc_timestamp(datetime.now(UTC))
         with subsegment("cloudflare.list"):
-            page = self.access.call(lambda client: client.list_keys(prefix, position.cf_cursor))
+            page = self.access.call(
+                lambda client: client.list_keys(prefix, position.cf_cursor, LIST_PAGE_SIZE)
+            )
         self.stats.keys_listed += len(page.names)
         entries: dict[str, KVEntry | SyncError | None] = {}
         if page.names:
@@ -217,8 +221,15 @@ class _Run:
         stored: dict[str, store.StoredState],
         looked_at: str,
         gone: list[str],
+        *,
+        named: bool = False,
     ) -> None:
-        """Decide per key: skip, refresh, write, delete or fail; then do the writes."""
+        """Decide per key: skip, refresh, write, delete or fail; then do the writes.
+
+        A named key that does not exist is deleted with ``delete_missing`` and
+        reported as ``NOT_FOUND`` otherwise; a listed key that vanished before
+        it could be read is only deleted (it was not asked for by name).
+        """
         creds = self.access.creds
         synced = datetime.now(UTC)
         writes: list[Record] = []
@@ -232,6 +243,8 @@ class _Run:
             if entry is None:
                 if self.delete_missing and sort_key(key) in stored:
                     deletes.append(sort_key(key))
+                elif named and not self.delete_missing:
+                    self.stats.fail(key, NotFoundError(f"Key '{key}' does not exist in KV"))
                 continue
             try:
                 record = build_record(
