@@ -45,5 +45,13 @@ locals {
     POWERTOOLS_SERVICE_NAME      = var.service_name
     POWERTOOLS_METRICS_NAMESPACE = var.metrics_namespace
     POWERTOOLS_LOG_LEVEL         = var.log_level
+
+    # Multi-key sync. Deleting records and continuing a long sync by invoking the
+    # function again need IAM actions (dynamodb:DeleteItem, lambda:InvokeFunction)
+    # this stack does not grant yet, so both stay off.
+    CLOUDFLARE_REQUESTS_PER_5_MINUTES = tostring(var.cloudflare_requests_per_5_minutes)
+    MAX_CONTINUATIONS                 = tostring(var.max_continuations)
+    DELETE_MISSING                    = "false"
+    SELF_INVOKE_CONTINUATION          = "false"
   }
 }

@@ -270,6 +270,28 @@ variable "record_ttl_days" {
   }
 }
 
+variable "cloudflare_requests_per_5_minutes" {
+  description = "Client-side cap on Cloudflare API requests per 5 minutes (CLOUDFLARE_REQUESTS_PER_5_MINUTES); Cloudflare allows 1200 per user."
+  type        = number
+  default     = 1200
+
+  validation {
+    condition     = var.cloudflare_requests_per_5_minutes >= 1 && var.cloudflare_requests_per_5_minutes <= 100000 && floor(var.cloudflare_requests_per_5_minutes) == var.cloudflare_requests_per_5_minutes
+    error_message = "cloudflare_requests_per_5_minutes must be a whole number from 1 to 100000."
+  }
+}
+
+variable "max_continuations" {
+  description = "Upper bound on how many times one long sync may continue itself (MAX_CONTINUATIONS). Self-continuation is off in this stack, so this only caps it once enabled."
+  type        = number
+  default     = 50
+
+  validation {
+    condition     = var.max_continuations >= 0 && var.max_continuations <= 1000 && floor(var.max_continuations) == var.max_continuations
+    error_message = "max_continuations must be a whole number from 0 to 1000."
+  }
+}
+
 ################################################################################
 # Logs and alarms
 ################################################################################
