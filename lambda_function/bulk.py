@@ -232,7 +232,7 @@ class _Run:
         """
         creds = self.access.creds
         synced = datetime.now(UTC)
-        writes: list[Record] = []
+        writes: list[tuple[Record, store.StoredState | None]] = []
         refreshes: list[Record] = []
         deletes = list(gone) if self.delete_missing else []
         for key in keys:
@@ -260,7 +260,7 @@ class _Run:
             self.stats.value_bytes += record.size_bytes
             state = stored.get(record.sk)
             if state is None or state.content_sha256 != record.content_sha256:
-                writes.append(record)
+                writes.append((record, state))
             elif self._ttl_due(state, synced):
                 refreshes.append(record)
             else:
@@ -275,12 +275,16 @@ class _Run:
         return state.ttl - now.timestamp() < days * SECONDS_PER_DAY / 2
 
     def _write(
-        self, writes: list[Record], refreshes: list[Record], deletes: list[str], looked_at: str
+        self,
+        writes: list[tuple[Record, store.StoredState | None]],
+        refreshes: list[Record],
+        deletes: list[str],
+        looked_at: str,
     ) -> None:
         table = self.settings.table_name
         pk = partition_key(self.access.creds.namespace_id)
         jobs: list[tuple[str, str, Any]] = (
-            [("write", r.attributes["key"], r) for r in writes]
+            [("write", r.attributes["key"], (r, seen)) for r, seen in writes]
             + [("refresh", r.attributes["key"], r) for r in refreshes]
             + [("delete", sk[len("KEY#") :], sk) for sk in deletes]
         )
@@ -291,7 +295,7 @@ class _Run:
             kind, key, target = job
             try:
                 if kind == "write":
-                    return kind, key, store.write_full(table, target)
+                    return kind, key, store.write_full(table, *target)
                 if kind == "refresh":
                     return kind, key, store.refresh(table, target)
                 return kind, key, store.delete_if_older(table, pk, target, looked_at)

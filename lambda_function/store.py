@@ -83,8 +83,16 @@ def write_record(table_name: str, record: Record) -> WriteOutcome:
     return WriteOutcome(changed=False, superseded=True, writes=2)
 
 
-def write_full(table_name: str, record: Record) -> bool:
-    """Write a new or changed record; ``False`` when a newer sync got there first."""
+def write_full(table_name: str, record: Record, seen: StoredState | None = None) -> bool:
+    """Write a new or changed record; ``False`` when a newer sync got there first.
+
+    ``seen`` is what a batched read found (``None``: no record). The write is
+    then one ``PutItem`` that holds only if the record is still as read, which
+    is cheaper for DynamoDB than an update expression; if another sync wrote
+    in between, the ordering-checked ``UpdateItem`` decides.
+    """
+    if seen is not _UNREAD and _put_if_as_read(table_name, record, seen):
+        return True
     return _update(table_name, record, full=True)
 
 
@@ -100,6 +108,11 @@ class StoredState:
     content_sha256: str | None
     synced_at: str | None
     ttl: int | None
+    created_at: str | None = None
+
+
+# Default of write_full's ``seen``: nothing was read, so no PutItem shortcut.
+_UNREAD = StoredState(content_sha256=None, synced_at=None, ttl=None)
 
 
 @dataclass
@@ -109,7 +122,7 @@ class ReadCounter:
     calls: int = 0
 
 
-_STATE_PROJECTION = "sk, content_sha256, synced_at, #ttl"
+_STATE_PROJECTION = "sk, content_sha256, synced_at, created_at, #ttl"
 
 
 def read_states(
@@ -223,7 +236,47 @@ def _state(item: dict[str, Any]) -> StoredState:
         content_sha256=item.get("content_sha256", {}).get("S"),
         synced_at=item.get("synced_at", {}).get("S"),
         ttl=int(Decimal(ttl)) if ttl is not None else None,
+        created_at=item.get("created_at", {}).get("S"),
     )
+
+
+def _put_if_as_read(table_name: str, record: Record, seen: StoredState | None) -> bool:
+    """Replace the record if nobody wrote it since it was read as ``seen``."""
+    item = {
+        "pk": record.pk,
+        "sk": record.sk,
+        **record.attributes,
+        "content_sha256": record.content_sha256,
+        "created_at": (seen.created_at if seen else None) or record.synced_at,
+        "updated_at": record.synced_at,
+    }
+    if seen is None:
+        condition: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(pk)"}
+    elif seen.synced_at is not None:
+        condition = {
+            "ConditionExpression": "#synced_at = :seen",
+            "ExpressionAttributeNames": {"#synced_at": "synced_at"},
+            "ExpressionAttributeValues": {":seen": {"S": seen.synced_at}},
+        }
+    else:
+        return False
+    try:
+        dynamodb_client().put_item(
+            TableName=table_name,
+            Item={name: _serializer.serialize(value) for name, value in item.items()},
+            **condition,
+        )
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code == "ConditionalCheckFailedException":
+            return False
+        raise _storage_error(table_name, code, str(exc)) from None
+    except BotoCoreError as exc:
+        raise StorageError(
+            f"Could not reach DynamoDB ({type(exc).__name__}); it will be retried",
+            is_retryable=True,
+        ) from None
+    return True
 
 
 def _unprocessed_error(retry_state: RetryCallState) -> Any:
