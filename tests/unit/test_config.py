@@ -256,3 +256,138 @@ def test_settings_are_read_at_call_time(monkeypatch):
     # THEN the new value is seen
     assert first.default_key_name == "redirect-all-users-to-essentials"
     assert second.default_key_name == "changed-flag"
+
+
+# ------------------------------------------------------------ multi-key sync settings
+
+
+def test_multi_key_settings_default_when_unset(only_required):
+    # GIVEN a deployment that sets none of the multi-key variables
+    # WHEN the settings are loaded
+    settings = load_settings()
+
+    # THEN nothing is deleted, Cloudflare's own limit applies and no self-invocation happens
+    assert settings.delete_missing is False
+    assert settings.cloudflare_requests_per_5_minutes == 1200
+    assert settings.self_invoke_continuation is False
+    assert settings.max_continuations == 50
+
+
+@pytest.mark.parametrize("blank", ["", "  "])
+def test_blank_multi_key_settings_fall_back_to_defaults(only_required, monkeypatch, blank):
+    # GIVEN the multi-key variables present but blank (an unset Terraform value)
+    for name in (
+        "DELETE_MISSING",
+        "CLOUDFLARE_REQUESTS_PER_5_MINUTES",
+        "SELF_INVOKE_CONTINUATION",
+        "MAX_CONTINUATIONS",
+    ):
+        monkeypatch.setenv(name, blank)
+
+    # WHEN the settings are loaded
+    settings = load_settings()
+
+    # THEN the defaults are used rather than an error
+    assert settings.delete_missing is False
+    assert settings.cloudflare_requests_per_5_minutes == 1200
+    assert settings.self_invoke_continuation is False
+    assert settings.max_continuations == 50
+
+
+@pytest.mark.parametrize("name", ["DELETE_MISSING", "SELF_INVOKE_CONTINUATION"])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("true", True),
+        ("TRUE", True),
+        (" True ", True),
+        ("1", True),
+        ("yes", True),
+        ("on", True),
+        ("false", False),
+        ("False", False),
+        ("0", False),
+        ("no", False),
+        ("OFF", False),
+    ],
+)
+def test_boolean_switches_accept_common_spellings(monkeypatch, name, value, expected):
+    # GIVEN a switch written the way Terraform or a person might write it
+    monkeypatch.setenv(name, value)
+
+    # WHEN the settings are loaded
+    settings = load_settings()
+
+    # THEN it reads as the intended boolean
+    field = {
+        "DELETE_MISSING": "delete_missing",
+        "SELF_INVOKE_CONTINUATION": "self_invoke_continuation",
+    }
+    assert getattr(settings, field[name]) is expected
+
+
+@pytest.mark.parametrize("name", ["DELETE_MISSING", "SELF_INVOKE_CONTINUATION"])
+@pytest.mark.parametrize("value", ["maybe", "2", "tru", "y", "enabled"])
+def test_boolean_switch_with_another_word_is_rejected(monkeypatch, name, value):
+    # GIVEN a switch holding a word that is neither true nor false
+    # WHEN the settings are loaded
+    message = settings_error(monkeypatch, name, value)
+
+    # THEN it is refused (not silently off), naming the variable and the value
+    assert name in message
+    assert "true or false" in message
+    assert repr(value) in message
+
+
+@pytest.mark.parametrize(
+    ("name", "low", "high", "below", "above"),
+    [
+        ("CLOUDFLARE_REQUESTS_PER_5_MINUTES", "1", "100000", "0", "100001"),
+        ("MAX_CONTINUATIONS", "0", "1000", "-1", "1001"),
+    ],
+)
+def test_multi_key_limits_are_bounded(monkeypatch, name, low, high, below, above):
+    # GIVEN a multi-key limit at, and just beyond, each end of its range
+    field = {
+        "CLOUDFLARE_REQUESTS_PER_5_MINUTES": "cloudflare_requests_per_5_minutes",
+        "MAX_CONTINUATIONS": "max_continuations",
+    }[name]
+    for accepted in (low, high):
+        monkeypatch.setenv(name, accepted)
+        # WHEN the settings are loaded at the bounds
+        # THEN the value is used
+        assert getattr(load_settings(), field) == int(accepted)
+
+    for rejected in (below, above):
+        # WHEN the settings are loaded beyond the bounds
+        message = settings_error(monkeypatch, name, rejected)
+
+        # THEN the error names the variable, the range and the bad value
+        assert name in message
+        assert "between" in message
+        assert f"got {rejected}" in message
+
+
+@pytest.mark.parametrize("name", ["CLOUDFLARE_REQUESTS_PER_5_MINUTES", "MAX_CONTINUATIONS"])
+@pytest.mark.parametrize("value", ["many", "1200/5min", "2.5", "1e3"])
+def test_multi_key_limits_must_be_integers(monkeypatch, name, value):
+    # GIVEN a limit that is not a whole number
+    # WHEN the settings are loaded
+    message = settings_error(monkeypatch, name, value)
+
+    # THEN it is refused, naming the variable and the value
+    assert name in message
+    assert repr(value) in message
+
+
+def test_zero_max_continuations_is_kept(monkeypatch):
+    # GIVEN self-continuation on but MAX_CONTINUATIONS=0
+    monkeypatch.setenv("SELF_INVOKE_CONTINUATION", "true")
+    monkeypatch.setenv("MAX_CONTINUATIONS", "0")
+
+    # WHEN the settings are loaded
+    settings = load_settings()
+
+    # THEN zero is kept (it means "never continue"), not replaced by the default of 50
+    assert settings.max_continuations == 0
+    assert settings.self_invoke_continuation is True
