@@ -151,6 +151,8 @@ class _Run:
     def names_page(self, names: tuple[str, ...], position: _Position) -> tuple[_Position, bool]:
         """Sync the next 100 named keys."""
         chunk = list(names[position.offset : position.offset + BULK_GET_MAX])
+        if not chunk:
+            return position, True
         looked_at = utc_timestamp(datetime.now(UTC))
         entries = self._fetch(chunk)
         pk = partition_key(self.access.creds.namespace_id)
@@ -181,7 +183,8 @@ class _Run:
         done = page.cursor is None
         low = sort_key(position.after) if position.after is not None else sort_key(prefix)
         if done:
-            high = sort_key(_prefix_end(prefix)) if prefix else _ALL_KEYS_HIGH
+            end = _prefix_end(prefix)
+            high = sort_key(end) if end is not None else _ALL_KEYS_HIGH
         else:
             high = sort_key(page.names[-1]) if page.names else low
         pk = partition_key(self.access.creds.namespace_id)
@@ -321,14 +324,17 @@ class _Run:
                 self.stats.records_unchanged += 1
 
 
-def _prefix_end(prefix: str) -> str:
-    """The smallest string sorting after every string that starts with ``prefix``."""
+def _prefix_end(prefix: str) -> str | None:
+    """The smallest string sorting after every string that starts with ``prefix``.
+
+    ``None`` when there is none (the prefix is all U+10FFFF): no upper bound.
+    """
     while prefix:
         last = ord(prefix[-1])
         if last < 0x10FFFF:
             return prefix[:-1] + chr(last + 1)
         prefix = prefix[:-1]
-    return "\U0010ffff"
+    return None
 
 
 def _fingerprint(request: SyncRequest) -> str:
@@ -351,12 +357,15 @@ def _decode_cursor(cursor: str, fingerprint: str) -> _Position:
         payload = json.loads(raw)
         if not isinstance(payload, dict) or payload.get("v") != 1:
             raise ValueError("unknown cursor version")
+        offset = payload.get("o", 0)
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise ValueError("cursor offset must be a non-negative integer")
         position = _Position(
             cf_cursor=_optional_str(payload.get("c")),
             after=_optional_str(payload.get("a")),
-            offset=int(payload.get("o", 0)),
+            offset=offset,
         )
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         raise ValidationError("cursor is not a next_cursor this function issued") from None
     if payload.get("s") != fingerprint:
         raise ValidationError("cursor belongs to a different key_names, prefix or all selector")

@@ -161,7 +161,7 @@ def _request_from(fields: dict[str, Any], default_key: str, trigger: Trigger) ->
     continuation = _continuation(fields.get("continuation", 0))
     selector = given[0] if given else None
     cursor = None
-    if "cursor" in fields:
+    if fields.get("cursor") is not None:  # null: no cursor, as on a first call
         if selector in (None, "key_name"):
             raise ValidationError("cursor continues a key_names, prefix or all sync only")
         cursor = _cursor(fields["cursor"])

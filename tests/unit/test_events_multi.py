@@ -515,7 +515,7 @@ def test_cursor_for_a_single_key_sync_is_rejected(event):
     assert "cursor continues a key_names, prefix or all sync only" in error.message
 
 
-@pytest.mark.parametrize("cursor", ["", 5, None, ["abc"], {"c": "abc"}, True, "c" * 4097], ids=repr)
+@pytest.mark.parametrize("cursor", ["", 5, ["abc"], {"c": "abc"}, True, "c" * 4097], ids=repr)
 def test_bad_cursor_is_rejected(cursor):
     # GIVEN an empty, oversized or non-string cursor
     # WHEN it is parsed
@@ -523,6 +523,16 @@ def test_bad_cursor_is_rejected(cursor):
 
     # THEN the caller is told to pass the next_cursor of a previous run
     assert "cursor must be the non-empty next_cursor of a previous run" in error.message
+
+
+def test_null_cursor_means_a_first_call():
+    # GIVEN a caller that loops by sending back next_cursor, null on the first call
+    # WHEN it is parsed
+    request = parse({"all": True, "cursor": None})
+
+    # THEN it starts from the beginning
+    assert request.cursor is None
+    assert request.all_keys is True
 
 
 def test_cursor_of_4096_characters_is_accepted():
