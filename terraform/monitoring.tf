@@ -434,7 +434,7 @@ locals {
         title  = "Recent errors"
         region = var.aws_region
         view   = "table"
-        query  = "SOURCE '${aws_cloudwatch_log_group.lambda.name}' | fields @timestamp, level, message, key_name, exception_name, function_request_id | filter level = 'ERROR' or level = 'CRITICAL' or @message like /Task timed out/ | sort @timestamp desc | limit 50"
+        query  = "SOURCE '${aws_cloudwatch_log_group.lambda.name}' | fields @timestamp, level, message, key_name, error_type, reason, exception_name, function_request_id | filter level = 'ERROR' or level = 'CRITICAL' or @message like /Task timed out/ | sort @timestamp desc | limit 50"
       }
     },
   ]
