@@ -1,0 +1,318 @@
+"""build_lambda.sh: a reproducible zip for the Lambda platform that really runs.
+
+The builds download wheels from PyPI (pip's cache makes repeats quick). The zip
+that runs is built for this machine's architecture and for the Python that runs
+it (3.12, the Lambda runtime's, when this machine has it), then unpacked into an
+empty directory and imported by ``python -I -S`` with nothing else on the path
+but a stand-in for the runtime's boto3.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import uuid
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from tests.terraform.tfharness import LAMBDA_DIR, REPO_ROOT
+
+BUILD_SCRIPT = REPO_ROOT / "build_lambda.sh"
+SDK_TOP_LEVEL = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six.py")
+
+
+def build(output: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [str(BUILD_SCRIPT), "--output", str(output), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, f"build_lambda.sh failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def python_for_lambda() -> tuple[str, str]:
+    """An interpreter for the runtime's Python (3.12) if there is one, else this one."""
+    candidates = [shutil.which("python3.12"), "/usr/bin/python3.12", "/usr/local/bin/python3.12"]
+    candidates += [str(p) for p in sorted(Path.home().glob(".pyenv/versions/3.12*/bin/python3.12"))]
+    for candidate in candidates:
+        if not candidate or not Path(candidate).exists():
+            continue
+        probe = subprocess.run(
+            [candidate, "-I", "-S", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if probe.returncode == 0 and probe.stdout.strip() == "3.12":
+            return candidate, "3.12"
+    return sys.executable, f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def host_arch() -> str:
+    machine = platform.machine().lower()
+    return "arm64" if machine in {"aarch64", "arm64"} else "x86_64"
+
+
+@dataclass
+class Builds:
+    first: Path
+    second: Path
+    output: str
+
+
+@pytest.fixture(scope="module")
+def builds(tmp_path_factory: pytest.TempPathFactory) -> Builds:
+    """The default build (arm64, CPython 3.12), twice."""
+    root = tmp_path_factory.mktemp("builds")
+    result = build(root / "one" / "lambda_function.zip")
+    build(root / "two" / "lambda_function.zip")
+    return Builds(
+        root / "one" / "lambda_function.zip", root / "two" / "lambda_function.zip", result.stdout
+    )
+
+
+def test_two_builds_are_byte_identical(builds: Builds):
+    assert builds.first.read_bytes() == builds.second.read_bytes()
+
+
+def test_build_prints_the_zip_size(builds: Builds):
+    size = builds.first.stat().st_size
+
+    assert f"{size} bytes" in builds.output
+    assert size < 10 * 1024 * 1024, (
+        "the zip should stay well under Lambda's 50 MB direct-upload cap"
+    )
+
+
+def test_entries_are_sorted_with_fixed_timestamps_and_permissions(builds: Builds):
+    with zipfile.ZipFile(builds.first) as archive:
+        infos = archive.infolist()
+
+    names = [info.filename for info in infos]
+    assert names == sorted(names)
+    assert {info.date_time for info in infos} == {(1980, 1, 1, 0, 0, 0)}
+    for info in infos:
+        mode = info.external_attr >> 16
+        expected = 0o100755 if ".so" in info.filename.rsplit("/", 1)[-1] else 0o100644
+        assert mode == expected, (info.filename, oct(mode))
+
+
+def test_zip_holds_the_function_and_its_dependencies_but_not_the_sdk_or_junk(builds: Builds):
+    with zipfile.ZipFile(builds.first) as archive:
+        names = archive.namelist()
+    top = {name.split("/", 1)[0] for name in names}
+
+    for source in LAMBDA_DIR.glob("*.py"):
+        assert source.name in names, source.name
+    for package in ("aws_lambda_powertools", "aws_xray_sdk", "requests", "tenacity", "urllib3"):
+        assert package in top, package
+    for sdk in SDK_TOP_LEVEL:
+        assert sdk not in top, sdk
+    assert not any(t.startswith(("boto3-", "botocore-", "s3transfer-", "jmespath-")) for t in top)
+    for name in names:
+        parts = name.split("/")
+        assert not name.endswith((".pyc", ".pyo")), name
+        assert "__pycache__" not in parts and "tests" not in parts, name
+        assert parts[0] != "bin", name
+        if parts[0].endswith(".dist-info"):
+            assert parts[-1] not in {"RECORD", "INSTALLER", "REQUESTED", "direct_url.json"}, name
+
+
+def test_default_build_is_for_arm64_and_cpython_312(builds: Builds):
+    with zipfile.ZipFile(builds.first) as archive:
+        shared = [name for name in archive.namelist() if ".so" in name.rsplit("/", 1)[-1]]
+
+    assert shared, "expected compiled dependencies (charset_normalizer, wrapt)"
+    assert all("cpython-312-aarch64-linux-gnu" in name for name in shared), shared
+
+
+def test_include_sdk_keeps_boto3(tmp_path: Path):
+    output = tmp_path / "with-sdk.zip"
+
+    build(output, "--include-sdk", "--arch", "x86_64")
+
+    with zipfile.ZipFile(output) as archive:
+        top = {name.split("/", 1)[0] for name in archive.namelist()}
+        shared = [n for n in archive.namelist() if ".so" in n.rsplit("/", 1)[-1]]
+    assert {"boto3", "botocore", "s3transfer", "jmespath"} <= top
+    assert shared and all("x86_64-linux-gnu" in name for name in shared), shared
+
+
+def test_bad_arguments_fail_with_a_clear_message(tmp_path: Path):
+    bad_arch = subprocess.run(
+        [str(BUILD_SCRIPT), "--arch", "sparc", "--output", str(tmp_path / "x.zip")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    no_python = subprocess.run(
+        [str(BUILD_SCRIPT), "--output", str(tmp_path / "x.zip")],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PYTHON": "no-such-python3"},
+    )
+
+    assert bad_arch.returncode != 0
+    assert "--arch must be arm64 or x86_64" in bad_arch.stderr
+    assert no_python.returncode != 0
+    assert "'no-such-python3' not found" in no_python.stderr
+    assert not (tmp_path / "x.zip").exists()
+
+
+# --------------------------------------------------------------------------------------
+# The zip runs
+# --------------------------------------------------------------------------------------
+
+RUNNER = r"""
+import json, os, sys
+package, sdk = sys.argv[1], sys.argv[2]
+sys.path[:0] = [package, sdk]
+
+import handler
+
+
+class Context:
+    function_name = "cloudflare-data-sync"
+    function_version = "$LATEST"
+    memory_limit_in_mb = 512
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:cloudflare-data-sync"
+    aws_request_id = "zip-run-1"
+
+    def get_remaining_time_in_millis(self):
+        return 60000
+
+
+response = handler.lambda_handler({"key_name": sys.argv[3]}, Context())
+
+# The tracing stack imports too (X-Ray SDK with wrapt's compiled extension).
+import aws_xray_sdk.core
+from aws_lambda_powertools import Tracer
+
+import sysconfig
+
+paths = sysconfig.get_paths()
+allowed = tuple(os.path.join(p, "") for p in (package, sdk, paths["stdlib"], paths["platstdlib"]))
+outside = sorted(
+    name
+    for name, module in list(sys.modules.items())
+    if getattr(module, "__file__", None) and not os.path.abspath(module.__file__).startswith(allowed)
+)
+origins = {
+    name: os.path.dirname(os.path.dirname(os.path.abspath(sys.modules[name].__file__)))
+    for name in ("boto3", "botocore", "requests", "urllib3", "aws_lambda_powertools")
+}
+print(json.dumps({"response": response, "outside": outside, "origins": origins}, default=str))
+"""
+
+
+@pytest.fixture
+def runnable_zip(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
+    """The host-arch build for the chosen Python, unpacked; and an SDK stand-in."""
+    python, version = python_for_lambda()
+    output = tmp_path / "lambda_function.zip"
+    build(output, "--arch", host_arch(), "--python-version", version)
+    package = tmp_path / "task"
+    package.mkdir()
+    with zipfile.ZipFile(output) as archive:
+        archive.extractall(package)
+    # Stand-in for the runtime's SDK: boto3 and what it brings, from this venv.
+    sdk = tmp_path / "runtime-sdk"
+    sdk.mkdir()
+    for name in ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six"):
+        spec = importlib.util.find_spec(name)
+        assert spec is not None and spec.origin, f"{name} is not installed in this venv"
+        origin = Path(spec.origin)
+        if origin.name == "__init__.py":
+            (sdk / name).symlink_to(origin.parent, target_is_directory=True)
+        else:
+            (sdk / origin.name).symlink_to(origin)
+    yield python, package, sdk
+
+
+def test_built_zip_runs_a_sync_in_a_clean_interpreter(
+    runnable_zip: tuple[str, Path, Path], moto_server_url: str, kv_emulator: Any, tmp_path: Path
+):
+    python, package, sdk = runnable_zip
+    suffix = uuid.uuid4().hex[:8]
+    table, secret = f"zip-{suffix}", f"zip/{suffix}"
+    dynamodb = boto3.client("dynamodb", endpoint_url=moto_server_url)
+    dynamodb.create_table(
+        TableName=table,
+        BillingMode="PAY_PER_REQUEST",
+        KeySchema=[
+            {"AttributeName": "pk", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"},
+        ],
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+    )
+    namespace_id = kv_emulator.test_namespace_id
+    boto3.client("secretsmanager", endpoint_url=moto_server_url).create_secret(
+        Name=secret,
+        SecretString=json.dumps(
+            {
+                "api_token": "test-token",
+                "account_id": kv_emulator.account_id,
+                "kv_namespace_id": namespace_id,
+                "kv_namespace": "kv-sync-test",
+            }
+        ),
+    )
+    kv_emulator.put(namespace_id, "from-the-zip", "zipped value", metadata={"built": True})
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": moto_server_url,
+        "AWS_CONFIG_FILE": str(tmp_path / "no-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-credentials"),
+        "DYNAMODB_TABLE_NAME": table,
+        "SECRETS_MANAGER_SECRET_NAME": secret,
+        "CLOUDFLARE_API_BASE_URL": kv_emulator.base_url,
+        "POWERTOOLS_SERVICE_NAME": "kv-sync",
+        "POWERTOOLS_METRICS_NAMESPACE": "KvSync",
+    }
+
+    run = subprocess.run(
+        [python, "-I", "-S", "-c", RUNNER, str(package), str(sdk), "from-the-zip"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=tmp_path,
+        check=False,
+    )
+
+    assert run.returncode == 0, run.stderr[-4000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["response"]["success"] is True, result["response"]
+    assert result["outside"] == []
+    assert result["origins"]["boto3"] == result["origins"]["botocore"] == str(sdk)
+    assert result["origins"]["requests"] == result["origins"]["urllib3"] == str(package)
+    assert result["origins"]["aws_lambda_powertools"] == str(package)
+    item = dynamodb.get_item(
+        TableName=table,
+        Key={"pk": {"S": f"NAMESPACE#{namespace_id}"}, "sk": {"S": "KEY#from-the-zip"}},
+    )["Item"]
+    assert item["value"] == {"S": "zipped value"}
+    assert item["metadata"] == {"M": {"built": {"BOOL": True}}}
