@@ -66,6 +66,8 @@ TRACED_MODULES = ("botocore", "requests")
 _DOCUMENT_HEADER = b'{"format":"json","version":1}\n'
 _ANNOTATION_KEY = re.compile(r"^[A-Za-z0-9_]{1,500}$")
 _MAX_STACK_FRAMES = 10
+_MAX_PENDING = 40  # documents a parent holds before sending them on their own
+_MAX_DATAGRAM = 60_000  # bytes; the daemon takes at most 64 KB
 
 
 def _truthy(value: str | None) -> bool:
@@ -163,14 +165,24 @@ def parse_daemon_address(value: str | None) -> tuple[str, int]:
 
 
 class Subsegment(BaseSegment):
-    """One X-Ray subsegment; sent as its own document when it closes."""
+    """One X-Ray subsegment; its closed children wait in it to be sent with it."""
 
-    def __init__(self, name: str, trace_id: str, parent_id: str, namespace: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        trace_id: str,
+        parent_id: str,
+        namespace: str,
+        parent: Subsegment | None = None,
+    ) -> None:
         self.id = os.urandom(8).hex()
         self.name = name[:200]
         self.trace_id = trace_id
         self.parent_id = parent_id
+        self.parent = parent
         self.namespace = namespace
+        self.children: list[dict[str, Any]] = []
+        self.pending = 0  # documents waiting in children, nested ones included
         self.start_time = time.time()
         self.end_time: float | None = None
         self.annotations: dict[str, str | float | bool] = {}
@@ -216,7 +228,7 @@ class Subsegment(BaseSegment):
                 "remote": remote,
                 "stack": [
                     {"path": Path(f.filename).name, "line": f.lineno, "label": f.name}
-                    for f in reversed(frames)
+                    for f in frames
                 ],
             }
         )
@@ -233,17 +245,17 @@ class Subsegment(BaseSegment):
         elif status >= 500:
             self.flags.add("fault")
 
-    def document(self) -> dict[str, Any]:
+    def document(self, *, nested: bool = False) -> dict[str, Any]:
+        """The segment document; ``nested`` for one embedded in its parent's."""
         doc: dict[str, Any] = {
             "id": self.id,
             "name": self.name,
-            "trace_id": self.trace_id,
-            "parent_id": self.parent_id,
-            "type": "subsegment",
             "namespace": self.namespace,
             "start_time": self.start_time,
             "end_time": self.end_time if self.end_time is not None else time.time(),
         }
+        if not nested:
+            doc.update(_independent(self.trace_id, self.parent_id))
         for name in ("annotations", "metadata", "http", "aws"):
             if getattr(self, name):
                 doc[name] = getattr(self, name)
@@ -251,7 +263,14 @@ class Subsegment(BaseSegment):
             doc[flag] = True
         if self.exceptions:
             doc["cause"] = {"working_directory": str(Path.cwd()), "exceptions": self.exceptions}
+        if self.children:
+            doc["subsegments"] = self.children
         return doc
+
+
+def _independent(trace_id: str, parent_id: str) -> dict[str, str]:
+    """What a subsegment sent on its own carries to find its place in the trace."""
+    return {"trace_id": trace_id, "parent_id": parent_id, "type": "subsegment"}
 
 
 class _Unsampled(Subsegment):
@@ -273,6 +292,7 @@ class XRayProvider(BaseProvider):
         self._address = parse_daemon_address(daemon_address or os.environ.get(DAEMON_ADDRESS_ENV))
         self._socket: socket.socket | None = None
         self._local = threading.local()
+        self._lock = threading.Lock()
         self._main_stack: list[Subsegment] = []
 
     # Powertools' BaseProvider -------------------------------------------------
@@ -346,7 +366,7 @@ class XRayProvider(BaseProvider):
             segment = (
                 _Unsampled(name)
                 if isinstance(parent, _Unsampled)
-                else Subsegment(name, parent.trace_id, parent.id, namespace)
+                else Subsegment(name, parent.trace_id, parent.id, namespace, parent)
             )
         else:
             context = parse_trace_header(os.environ.get(TRACE_HEADER_ENV))
@@ -358,31 +378,74 @@ class XRayProvider(BaseProvider):
         return segment
 
     def end(self, segment: Subsegment) -> None:
-        """Close a subsegment and send it (unless unsampled)."""
+        """Close a subsegment: it waits in its parent, or goes out with its children.
+
+        One datagram per top-level subsegment keeps tracing cheap on the warm
+        path (the SDK in Lambda sends one per subsegment). A parent holding more
+        than ``_MAX_PENDING`` documents sends them on their own first, so no
+        datagram nears the daemon's 64 KB limit; a top-level one that still
+        would is split the same way.
+        """
         stack = self._stack()
         if segment in stack:
             del stack[stack.index(segment) :]
         if isinstance(segment, _Unsampled):
             return
-        if segment.end_time is None:
-            segment.close()
-        self.send(segment.document())
+        parent = segment.parent
+        overflow: list[dict[str, Any]] = []
+        waiting = False
+        with self._lock:  # children closing in other threads see this one closed, or not yet
+            if segment.end_time is None:
+                segment.close()
+            if parent is not None and parent.end_time is None:
+                parent.children.append(segment.document(nested=True))
+                parent.pending += 1 + segment.pending
+                waiting = True
+                if parent.pending > _MAX_PENDING:
+                    overflow, parent.children, parent.pending = parent.children, [], 0
+        if not waiting:
+            self.send_tree(segment)
+        for child in overflow:
+            self.send({**child, **_independent(segment.trace_id, segment.parent_id)})
+
+    def send_tree(self, segment: Subsegment) -> None:
+        """Send a closed subsegment with its waiting children, split if too large."""
+        data = _encode(segment.document())
+        if data is not None and len(data) > _MAX_DATAGRAM:
+            children, segment.children = segment.children, []
+            for child in children:
+                self.send({**child, **_independent(segment.trace_id, segment.id)})
+            data = _encode(segment.document())
+        if data is not None:
+            self._send_bytes(data)
 
     def send(self, document: dict[str, Any]) -> None:
-        """One UDP datagram to the daemon; tracing never fails an invocation."""
+        """One document in one UDP datagram to the daemon."""
+        data = _encode(document)
+        if data is not None:
+            self._send_bytes(data)
+
+    def _send_bytes(self, data: bytes) -> None:
+        # Tracing never fails an invocation.
         try:
-            data = _DOCUMENT_HEADER + json.dumps(
-                document, separators=(",", ":"), default=str
-            ).encode("utf-8")
             if self._socket is None:
                 self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             self._socket.sendto(data, self._address)
-        except (OSError, ValueError, TypeError) as exc:
-            logger.debug("Could not send an X-Ray subsegment", extra={"reason": str(exc)})
+        except OSError as exc:
+            logger.debug("Could not send to the X-Ray daemon", extra={"reason": str(exc)})
 
     def trace_header_for(self, segment: Subsegment) -> str:
         """The ``X-Amzn-Trace-Id`` header for a call made inside ``segment``."""
         return f"Root={segment.trace_id};Parent={segment.id};Sampled=1"
+
+
+def _encode(document: dict[str, Any]) -> bytes | None:
+    try:
+        body = json.dumps(document, separators=(",", ":"), default=str)
+    except (ValueError, TypeError) as exc:  # e.g. a circular reference in metadata
+        logger.debug("Could not encode an X-Ray document", extra={"reason": str(exc)})
+        return None
+    return _DOCUMENT_HEADER + body.encode("utf-8")
 
 
 def _patch_botocore(provider: XRayProvider) -> None:
