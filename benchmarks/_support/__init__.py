@@ -1,0 +1,1 @@
+"""Shared machinery for the benchmarks (not run by ``make bench`` itself)."""
