@@ -9,7 +9,7 @@ DEFAULT_KEY_NAME = "redirect-all-users-to-essentials"
 DEFAULT_API_BASE_URL = "https://api.cloudflare.com/client/v4"
 
 # Every environment variable the code reads. Terraform must set each one that has
-# no sensible default; tests/test_contracts.py keeps the two in step.
+# no sensible default; tests/terraform/test_env_contract.py keeps the two in step.
 ENV_VARS = (
     "DYNAMODB_TABLE_NAME",
     "SECRETS_MANAGER_SECRET_NAME",
