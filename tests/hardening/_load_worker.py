@@ -121,9 +121,9 @@ def _landed(record: Any) -> Write:
 
 
 def _event(rng: random.Random, keys: list[str], number: int) -> tuple[str, dict[str, Any]]:
-    """Mostly direct single-key events; every 5th a Function URL, every 10th a batch."""
-    if number % 10 == 9:
-        return "batch", {"key_names": rng.sample(keys, 4)}
+    """Mostly direct single-key events; every 5th a Function URL, every 20th a batch."""
+    if number % 20 == 19:
+        return "batch", {"key_names": rng.sample(keys, 3)}
     key = rng.choice(keys)
     if number % 5 == 2:
         return "url", {

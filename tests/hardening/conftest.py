@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import pytest
@@ -40,6 +40,12 @@ __all__ = ["AwsFaultProxy", "Outcome", "Probe", "Stack"]
 
 
 # --------------------------------------------------------------------------- probe
+
+
+class Invoker(Protocol):
+    """Anything that runs the handler on an event with a Lambda-like deadline."""
+
+    def invoke(self, event: Any = None, timeout_ms: int = 30_000) -> Any: ...
 
 
 @dataclass
@@ -108,7 +114,7 @@ class Probe:
         self.trace_exceptions.clear()
         self.raised.clear()
 
-    def invoke(self, target: Stack, event: Any = None, timeout_ms: int = 30_000) -> Outcome:
+    def invoke(self, target: Invoker, event: Any = None, timeout_ms: int = 30_000) -> Outcome:
         """Invoke the real handler; an exception it raises is kept, not propagated."""
         started = time.monotonic()
         try:

@@ -41,7 +41,7 @@ from tests.integration.conftest import TOKEN, LambdaLikeContext
 
 WORKERS = 8
 INVOCATIONS = 250
-KEYS = [f"load/key-{n:02d}" for n in range(16)]
+KEYS = [f"load/key-{n:02d}" for n in range(8)]
 FIVE_XX = (500, 502, 503, 504)
 FAULT_RATE = 0.10
 # Expected failures: a call fails 3 attempts in a row with p = 0.1^3; allow plenty.
@@ -63,7 +63,7 @@ class Writer(threading.Thread):
 
     def run(self) -> None:
         rng = random.Random(7)
-        while not self.stop.wait(0.01):
+        while not self.stop.wait(0.02):
             key = rng.choice(KEYS)
             self.versions[key] += 1
             self.emulator.put(self.namespace_id, key, _value(key, self.versions[key]))
