@@ -240,6 +240,9 @@ def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
         cloudflare, "_backoff", wait_exponential_jitter(multiplier=0.01, max=0.05, jitter=0.01)
     )
     monkeypatch.setitem(ExponentialBackoff._DEFAULT_BACKOFF_CONFIG, "throttling_base_scale", 0.01)
+    monkeypatch.setitem(
+        ExponentialBackoff._DEFAULT_BACKOFF_CONFIG, "non_throttling_base_scale", 0.005
+    )
 
 
 # --------------------------------------------------------------------------- AWS fault proxy

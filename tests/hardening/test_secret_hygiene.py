@@ -26,7 +26,7 @@ REDACTION_BUG = (
 
 
 @pytest.fixture
-def synced(stack: Stack, probe: Probe) -> Stack:
+def synced(stack: Stack, probe: Probe, fast_retries: None) -> Stack:
     stack.emulator.put(stack.namespace_id, "flag", "on")
     assert stack.invoke({"key_name": "flag"})["success"] is True
     stack.emulator.reset_stats()
