@@ -1,14 +1,16 @@
 """Logging, metrics and tracing (Powertools), set up once per container.
 
 Tracing is Powertools' ``Tracer`` with a light X-Ray provider of our own,
-``XRayProvider``, instead of the X-Ray SDK's recorder. The SDK costs a cold
-start about as much as everything else the function imports beyond boto3 and
-requests (``aws_xray_sdk.core`` pulls in wrapt, asyncio and its recorder
-machinery; ``benchmarks/cold_start.py`` measures it). What the function needs
-from it is small: emit subsegments to the X-Ray daemon the way the SDK does in
-Lambda, where the function's segment is Lambda's own and the SDK only streams
-subsegments under it, over UDP, as each one closes. ``XRayProvider`` does that
-with the standard library, so tracing costs next to nothing at import.
+``XRayProvider``, instead of the X-Ray SDK's recorder: importing
+``aws_xray_sdk.core`` (wrapt, asyncio, the recorder and its patchers) was the
+largest single cost of a traced cold start (README, "Performance"). In Lambda
+the function's segment is Lambda's own; an SDK only sends subsegments under it
+to the X-Ray daemon over UDP. ``XRayProvider`` does that with the standard
+library: a closed subsegment waits in its open parent and a top-level one goes
+out with its children nested, one datagram per invocation on the warm path
+(a parent holding more than 40 documents sends them on their own first; a tree
+over 60 KB is split). The cost of batching: if the process dies inside a
+top-level subsegment (a timeout), its closed children are lost with it.
 
 The tracer exists only where tracing can work (inside Lambda, not disabled);
 a subsegment is sent only when the invocation is sampled (``Sampled=1`` in
