@@ -35,7 +35,7 @@ data "aws_iam_policy_document" "lambda" {
   }
 
   statement {
-    sid       = "WriteKvRecords"
+    sid       = "ReadWriteKvRecords"
     effect    = "Allow"
     actions   = [for op in local.dynamodb_operations : "dynamodb:${op}"]
     resources = [aws_dynamodb_table.kv_data.arn]

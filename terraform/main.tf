@@ -21,10 +21,15 @@ locals {
   # group first so that it owns the retention and the encryption.
   log_group_name = "/aws/lambda/${var.lambda_function_name}"
 
-  # The DynamoDB operations the function's code calls. The IAM policy grants exactly
-  # these (tests/terraform keeps them in step with the code) and the DynamoDB alarms
-  # watch the same operations.
-  dynamodb_operations = ["UpdateItem"]
+  # The DynamoDB operations the function's code calls (lambda_function/store.py):
+  #   UpdateItem    single-key writes, and refreshes of unchanged records' ttl
+  #   PutItem       new or changed records of a multi-key run, conditional on what was read
+  #   DeleteItem    conditional deletes of records whose key is gone (delete_missing)
+  #   BatchGetItem  stored hashes of up to 100 named keys (key_names)
+  #   Query         stored hashes of a listed key range (prefix, all)
+  # The IAM policy grants exactly these (tests/terraform keeps them in step with the
+  # calls a real sync makes) and the DynamoDB alarms watch the same operations.
+  dynamodb_operations = ["UpdateItem", "PutItem", "DeleteItem", "BatchGetItem", "Query"]
 
   # Customer-managed key for the SNS topic: the caller's, or a dedicated one. The
   # AWS managed key alias/aws/sns cannot be used here, because its key policy does

@@ -425,9 +425,29 @@ locals {
       }
     },
     {
-      type   = "log"
+      type   = "metric"
       x      = 0
       y      = 21
+      width  = 24
+      height = 6
+      properties = {
+        title  = "Multi-key runs: records written, unchanged, deleted and failed"
+        region = var.aws_region
+        view   = "timeSeries"
+        stat   = "Sum"
+        period = 300
+        metrics = [
+          concat([var.metrics_namespace, "RecordsWritten"], local.custom_dims),
+          concat([var.metrics_namespace, "RecordsUnchanged"], local.custom_dims),
+          concat([var.metrics_namespace, "RecordsDeleted"], local.custom_dims),
+          concat([var.metrics_namespace, "RecordsFailed"], local.custom_dims),
+        ]
+      }
+    },
+    {
+      type   = "log"
+      x      = 0
+      y      = 27
       width  = 24
       height = 8
       properties = {

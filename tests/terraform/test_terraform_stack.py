@@ -95,6 +95,12 @@ ALARMS = {
     "failure-queue-depth",
 }
 POWERTOOLS_ENV = {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_LOG_LEVEL"}
+# What lambda_function/store.py calls: single-key updates, conditional puts and
+# deletes of multi-key runs, batched reads of named keys, queries of listed ranges.
+DYNAMODB_OPERATIONS = ("UpdateItem", "PutItem", "DeleteItem", "BatchGetItem", "Query")
+# Keys seeded for the multi-key runs; GONE_KEY is deleted from KV between two of them.
+BULK_KEYS = ("flags/alpha", "flags/beta", "flags/gamma")
+GONE_KEY = "flags/beta"
 
 
 @dataclass
@@ -309,7 +315,7 @@ def test_role_policy_grants_only_scoped_actions(deployment: Deployment):
     assert set(by_sid) == {
         "WriteOwnLogs",
         "ReadCloudflareSecret",
-        "WriteKvRecords",
+        "ReadWriteKvRecords",
         "SendFailedAsyncEvents",
         "WriteTraces",
     }
@@ -320,7 +326,10 @@ def test_role_policy_grants_only_scoped_actions(deployment: Deployment):
     assert by_sid["ReadCloudflareSecret"]["Resource"] == [
         res["aws_secretsmanager_secret.cloudflare"]["arn"]
     ]
-    assert by_sid["WriteKvRecords"]["Resource"] == [res["aws_dynamodb_table.kv_data"]["arn"]]
+    assert sorted(by_sid["ReadWriteKvRecords"]["Action"]) == sorted(
+        f"dynamodb:{op}" for op in DYNAMODB_OPERATIONS
+    )
+    assert by_sid["ReadWriteKvRecords"]["Resource"] == [res["aws_dynamodb_table.kv_data"]["arn"]]
     assert by_sid["SendFailedAsyncEvents"]["Resource"] == [res["aws_sqs_queue.failures"]["arn"]]
     for statement in statements:
         assert statement["Effect"] == "Allow"
@@ -379,9 +388,15 @@ def test_alarms_watch_the_declared_metrics_and_notify_the_topic(deployment: Depl
         stats = [q["MetricStat"] for q in queries if "MetricStat" in q]
         assert expression.get("ReturnData", True) is True
         assert {s["Metric"]["MetricName"] for s in stats} == {metric}
-        assert [{d["Name"]: d["Value"] for d in s["Metric"]["Dimensions"]} for s in stats] == [
-            {"TableName": TABLE, "Operation": "UpdateItem"}
+        dimensions = [{d["Name"]: d["Value"] for d in s["Metric"]["Dimensions"]} for s in stats]
+        assert sorted(dimensions, key=lambda d: d["Operation"]) == [
+            {"TableName": TABLE, "Operation": op} for op in sorted(DYNAMODB_OPERATIONS)
         ]
+        # the alarm sums every operation's metric
+        metric_ids = {q["Id"] for q in queries if "MetricStat" in q}
+        assert set(expression["Expression"].replace(" ", "").split("+")) == {
+            f"FILL({i},0)" for i in metric_ids
+        }
 
 
 def test_alert_topic_is_encrypted_with_a_key_cloudwatch_may_use(deployment: Deployment):
@@ -430,6 +445,10 @@ def test_dashboard_shows_lambda_custom_dynamodb_metrics_and_recent_errors(deploy
         "DynamoDBWrites",
         "ValueBytes",
         "ColdStart",
+        "RecordsWritten",
+        "RecordsUnchanged",
+        "RecordsDeleted",
+        "RecordsFailed",
     ):
         assert (NAMESPACE, metric) in named
     assert '"SyncFailed"' in expressions and NAMESPACE in expressions
@@ -557,6 +576,8 @@ def sync_run(deployment: Deployment) -> Iterator[SyncRun]:
         emulator.put(namespace_id, "flag", '{"enabled": true}', metadata={"owner": "ops"})
         emulator.put(namespace_id, DEFAULT_KEY, "default value")
         emulator.put(namespace_id, SCHEDULED_KEY, "classic.example.com")
+        for key in BULK_KEYS:
+            emulator.put(namespace_id, key, f"value of {key}", metadata={"bulk": True})
         for name, value in deployment.function_env.items():
             mp.setenv(name, value)
         mp.setenv("CLOUDFLARE_API_BASE_URL", emulator.base_url)  # the emulator stands in
@@ -584,6 +605,12 @@ def sync_run(deployment: Deployment) -> Iterator[SyncRun]:
             # the constant input the EventBridge target sends
             invoke("schedule_input", json.loads(_target_input(deployment)))
             invoke("scheduled_event", load_event("scheduledEvent.json"))
+            # multi-key runs: named keys (BatchGetItem, PutItem), the namespace
+            # (Query), then again once a key is gone from KV (DeleteItem)
+            invoke("key_names", {"key_names": ["flag", *BULK_KEYS[:2]]})
+            invoke("all", {"all": True, "delete_missing": True})
+            emulator.delete(namespace_id, GONE_KEY)
+            invoke("all_after_delete", {"all": True, "delete_missing": True})
         yield SyncRun(responses, calls, stdout.getvalue(), namespace_id)
 
 
@@ -638,6 +665,36 @@ def test_handler_syncs_keys_into_the_table_terraform_created(
     assert _item(deployment, sync_run.namespace_id, SCHEDULED_KEY) is not None
 
 
+def test_handler_syncs_many_keys_and_deletes_the_one_gone_from_kv(
+    deployment: Deployment, sync_run: SyncRun
+):
+    named = sync_run.responses["key_names"]
+    first = sync_run.responses["all"]
+    second = sync_run.responses["all_after_delete"]
+
+    for response in (named, first, second):
+        assert response["success"] is True, response
+        assert response["data"]["complete"] is True, response
+        assert response["data"]["next_cursor"] is None
+    # "flag" was stored by the single-key runs; the two bulk keys are new
+    assert named["statistics"]["keys_fetched"] == 3
+    assert named["statistics"]["records_written"] == 2
+    assert named["statistics"]["records_unchanged"] == 1
+    # the namespace: the third bulk key is new, the rest unchanged, nothing gone
+    assert first["statistics"]["keys_listed"] == 6
+    assert first["statistics"]["records_written"] == 1
+    assert first["statistics"]["records_deleted"] == 0
+    assert second["statistics"]["keys_listed"] == 5
+    assert second["statistics"]["records_written"] == 0
+    assert second["statistics"]["records_deleted"] == 1
+    assert _item(deployment, sync_run.namespace_id, GONE_KEY) is None
+    for key in BULK_KEYS:
+        if key != GONE_KEY:
+            item = _item(deployment, sync_run.namespace_id, key)
+            assert item is not None
+            assert item["value"] == {"S": f"value of {key}"}
+
+
 def test_handler_never_logs_the_token(sync_run: SyncRun):
     assert TOKEN not in sync_run.stdout
     assert "revoked-token" not in sync_run.stdout
@@ -662,6 +719,9 @@ def test_contract_dynamodb_actions_called_are_the_ones_granted(
 
     assert {a for a in called if a.startswith("dynamodb:")} == {
         a for a in granted if a.startswith("dynamodb:")
+    }
+    assert {a for a in called if a.startswith("dynamodb:")} == {
+        f"dynamodb:{op}" for op in DYNAMODB_OPERATIONS
     }
     assert called <= granted, called - granted
     assert "secretsmanager:GetSecretValue" in called
@@ -688,6 +748,10 @@ def test_contract_metrics_emitted_are_the_ones_alarms_and_dashboard_watch(
         "CloudflareRetries",
         "DynamoDBWrites",
         "ValueBytes",
+        "RecordsWritten",
+        "RecordsUnchanged",
+        "RecordsDeleted",
+        "RecordsFailed",
     ):
         assert (NAMESPACE, metric, frozenset({service})) in emitted, metric
     assert (NAMESPACE, "ColdStart", frozenset({service, ("function_name", FUNCTION)})) in emitted
