@@ -17,6 +17,11 @@ locals {
   account_id = data.aws_caller_identity.current.account_id
   partition  = data.aws_partition.current.partition
 
+  # The function's ARN, built from its name rather than read from
+  # aws_lambda_function.sync: the role's policy grants self-invocation on it, and the
+  # function depends on the role, so a reference would be a cycle.
+  function_arn = "arn:${local.partition}:lambda:${var.aws_region}:${local.account_id}:function:${var.lambda_function_name}"
+
   # The Lambda runtime writes to /aws/lambda/<function name>; Terraform creates the
   # group first so that it owns the retention and the encryption.
   log_group_name = "/aws/lambda/${var.lambda_function_name}"
@@ -51,12 +56,12 @@ locals {
     POWERTOOLS_METRICS_NAMESPACE = var.metrics_namespace
     POWERTOOLS_LOG_LEVEL         = var.log_level
 
-    # Multi-key sync. Deleting records and continuing a long sync by invoking the
-    # function again need IAM actions (dynamodb:DeleteItem, lambda:InvokeFunction)
-    # this stack does not grant yet, so both stay off.
+    # Multi-key sync. The role may always delete records (an event can ask for it
+    # with "delete_missing": true); it may invoke the function itself only when
+    # self_invoke_continuation is on (iam.tf).
     CLOUDFLARE_REQUESTS_PER_5_MINUTES = tostring(var.cloudflare_requests_per_5_minutes)
     MAX_CONTINUATIONS                 = tostring(var.max_continuations)
-    DELETE_MISSING                    = "false"
-    SELF_INVOKE_CONTINUATION          = "false"
+    DELETE_MISSING                    = tostring(var.delete_missing)
+    SELF_INVOKE_CONTINUATION          = tostring(var.self_invoke_continuation)
   }
 }

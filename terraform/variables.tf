@@ -281,8 +281,22 @@ variable "cloudflare_requests_per_5_minutes" {
   }
 }
 
+variable "delete_missing" {
+  description = "Default of delete_missing for events that do not set it (DELETE_MISSING). true: a sync deletes the DynamoDB record of a key gone from KV (a 404 on a named key, or absence from a complete listing of a prefix or the namespace; never on an incomplete listing)."
+  type        = bool
+  default     = false
+  nullable    = false
+}
+
+variable "self_invoke_continuation" {
+  description = "Let a multi-key run that nears the Lambda timeout continue in a new asynchronous invocation of this function with its next_cursor (SELF_INVOKE_CONTINUATION), up to max_continuations times. true also grants the role lambda:InvokeFunction on this function (and its versions and aliases) only. false: the reply carries next_cursor and the caller continues."
+  type        = bool
+  default     = false
+  nullable    = false
+}
+
 variable "max_continuations" {
-  description = "Upper bound on how many times one long sync may continue itself (MAX_CONTINUATIONS). Self-continuation is off in this stack, so this only caps it once enabled."
+  description = "Upper bound on how many times one long sync may continue itself (MAX_CONTINUATIONS); used only with self_invoke_continuation = true."
   type        = number
   default     = 50
 

@@ -18,6 +18,7 @@ URL principals) are checked on ``terraform plan`` JSON.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import importlib
 import io
 import json
@@ -83,6 +84,9 @@ VARIABLES: dict[str, Any] = {
     "sync_schedule_expression": "rate(1 hour)",
     "sync_schedule_input": {"key_name": SCHEDULED_KEY},
     "function_url_allowed_principals": [URL_PRINCIPAL],
+    "delete_missing": True,
+    "self_invoke_continuation": True,
+    "max_continuations": 20,
 }
 
 ALARMS = {
@@ -95,6 +99,8 @@ ALARMS = {
     "failure-queue-depth",
 }
 POWERTOOLS_ENV = {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_LOG_LEVEL"}
+# IAM actions of boto3 operations whose names differ from them.
+IAM_ACTIONS = {("lambda", "Invoke"): "lambda:InvokeFunction"}
 # What lambda_function/store.py calls: single-key updates, conditional puts and
 # deletes of multi-key runs, batched reads of named keys, queries of listed ranges.
 DYNAMODB_OPERATIONS = ("UpdateItem", "PutItem", "DeleteItem", "BatchGetItem", "Query")
@@ -240,9 +246,9 @@ def test_function_runs_the_handler_with_the_declared_settings(deployment: Deploy
         "POWERTOOLS_METRICS_NAMESPACE": NAMESPACE,
         "POWERTOOLS_LOG_LEVEL": "INFO",
         "CLOUDFLARE_REQUESTS_PER_5_MINUTES": "1200",
-        "MAX_CONTINUATIONS": "50",
-        "DELETE_MISSING": "false",
-        "SELF_INVOKE_CONTINUATION": "false",
+        "MAX_CONTINUATIONS": "20",
+        "DELETE_MISSING": "true",
+        "SELF_INVOKE_CONTINUATION": "true",
     }
     concurrency = deployment.client("lambda").get_function_concurrency(FunctionName=FUNCTION)
     assert concurrency["ReservedConcurrentExecutions"] == 5
@@ -318,6 +324,7 @@ def test_role_policy_grants_only_scoped_actions(deployment: Deployment):
         "ReadWriteKvRecords",
         "SendFailedAsyncEvents",
         "WriteTraces",
+        "ContinueLongSyncs",
     }
     assert by_sid["WriteOwnLogs"]["Resource"] == [
         f"{res['aws_cloudwatch_log_group.lambda']['arn']}:log-stream:*"
@@ -331,6 +338,10 @@ def test_role_policy_grants_only_scoped_actions(deployment: Deployment):
     )
     assert by_sid["ReadWriteKvRecords"]["Resource"] == [res["aws_dynamodb_table.kv_data"]["arn"]]
     assert by_sid["SendFailedAsyncEvents"]["Resource"] == [res["aws_sqs_queue.failures"]["arn"]]
+    # the ARN built from the name, account and Region is the function's own
+    function_arn = res["aws_lambda_function.sync"]["arn"]
+    assert by_sid["ContinueLongSyncs"]["Action"] == ["lambda:InvokeFunction"]
+    assert sorted(by_sid["ContinueLongSyncs"]["Resource"]) == [function_arn, f"{function_arn}:*"]
     for statement in statements:
         assert statement["Effect"] == "Allow"
         assert not any("*" in action for action in statement["Action"]), statement
@@ -495,9 +506,10 @@ class Context:
     memory_limit_in_mb: int = 256
     invoked_function_arn: str = f"arn:aws:lambda:us-east-1:123456789012:function:{FUNCTION}"
     aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    remaining_ms: int = 55_000
 
     def get_remaining_time_in_millis(self) -> int:
-        return 55_000
+        return self.remaining_ms
 
 
 @dataclass
@@ -508,6 +520,8 @@ class SyncRun:
     aws_calls: set[tuple[str, str]]
     stdout: str
     namespace_id: str
+    # parameters of the Lambda Invoke calls (self-continuations), which are not sent
+    invocations: list[dict[str, Any]]
 
     def emf(self) -> list[dict[str, Any]]:
         documents = []
@@ -549,12 +563,18 @@ def sync_run(deployment: Deployment) -> Iterator[SyncRun]:
 
     secrets = deployment.client("secretsmanager")
     calls: set[tuple[str, str]] = set()
+    invocations: list[dict[str, Any]] = []
     recording = False
     original = BaseClient._make_api_call
 
     def spy(self: Any, operation_name: str, api_params: Any) -> Any:
+        service = self.meta.service_model.endpoint_prefix
         if recording:
-            calls.add((self.meta.service_model.endpoint_prefix, operation_name))
+            calls.add((service, operation_name))
+        if (service, operation_name) == ("lambda", "Invoke"):
+            # moto would run the stub zip; the test plays Lambda and invokes the handler
+            invocations.append(dict(api_params))
+            return {"StatusCode": 202, "ResponseMetadata": {"HTTPStatusCode": 202}}
         return original(self, operation_name, api_params)
 
     def put_secret(token: str, namespace_id: str, account_id: str) -> None:
@@ -587,12 +607,14 @@ def sync_run(deployment: Deployment) -> Iterator[SyncRun]:
         stdout = io.StringIO()
         responses: dict[str, dict[str, Any]] = {}
         with contextlib.redirect_stdout(stdout), fresh_lambda_modules() as handler:
+            function_arn = deployment.outputs["lambda_function_arn"]
 
-            def invoke(label: str, event: dict[str, Any]) -> None:
+            def invoke(label: str, event: dict[str, Any], remaining_ms: int = 55_000) -> None:
                 nonlocal recording
                 recording = True
+                context = Context(invoked_function_arn=function_arn, remaining_ms=remaining_ms)
                 try:
-                    responses[label] = handler.lambda_handler(event, Context())
+                    responses[label] = handler.lambda_handler(event, context)
                 finally:
                     recording = False
 
@@ -611,7 +633,12 @@ def sync_run(deployment: Deployment) -> Iterator[SyncRun]:
             invoke("all", {"all": True, "delete_missing": True})
             emulator.delete(namespace_id, GONE_KEY)
             invoke("all_after_delete", {"all": True, "delete_missing": True})
-        yield SyncRun(responses, calls, stdout.getvalue(), namespace_id)
+            # 2 s left: too little for a page, so the run continues itself (Invoke) ...
+            invoke("continuing", {"prefix": "flags/"}, remaining_ms=2_000)
+            # ... and the test delivers the continuation as Lambda would
+            for index, invocation in enumerate(list(invocations)):
+                invoke(f"continuation_{index + 1}", json.loads(invocation["Payload"]))
+        yield SyncRun(responses, calls, stdout.getvalue(), namespace_id, invocations)
 
 
 def _target_input(deployment: Deployment) -> str:
@@ -695,6 +722,27 @@ def test_handler_syncs_many_keys_and_deletes_the_one_gone_from_kv(
             assert item["value"] == {"S": f"value of {key}"}
 
 
+def test_handler_continues_a_long_run_by_invoking_its_own_function(
+    deployment: Deployment, sync_run: SyncRun
+):
+    continuing = sync_run.responses["continuing"]
+    [invocation] = sync_run.invocations
+    continued = sync_run.responses["continuation_1"]
+
+    assert continuing["success"] is True, continuing
+    assert continuing["data"]["complete"] is False
+    assert continuing["data"]["continued"] is True
+    assert invocation["FunctionName"] == deployment.outputs["lambda_function_arn"]
+    assert invocation["InvocationType"] == "Event"
+    payload = json.loads(invocation["Payload"])
+    assert payload["prefix"] == "flags/"
+    assert payload["cursor"] == continuing["data"]["next_cursor"]
+    assert payload["continuation"] == 1
+    assert continued["success"] is True, continued
+    assert continued["data"]["complete"] is True
+    assert continued["statistics"]["keys_listed"] == len(BULK_KEYS) - 1
+
+
 def test_handler_never_logs_the_token(sync_run: SyncRun):
     assert TOKEN not in sync_run.stdout
     assert "revoked-token" not in sync_run.stdout
@@ -715,7 +763,7 @@ def test_contract_dynamodb_actions_called_are_the_ones_granted(
     deployment: Deployment, sync_run: SyncRun
 ):
     granted = deployment.granted_actions()
-    called = {f"{service}:{operation}" for service, operation in sync_run.aws_calls}
+    called = {IAM_ACTIONS.get(call, ":".join(call)) for call in sync_run.aws_calls}
 
     assert {a for a in called if a.startswith("dynamodb:")} == {
         a for a in granted if a.startswith("dynamodb:")
@@ -725,6 +773,21 @@ def test_contract_dynamodb_actions_called_are_the_ones_granted(
     }
     assert called <= granted, called - granted
     assert "secretsmanager:GetSecretValue" in called
+    assert "lambda:InvokeFunction" in called
+
+
+def test_contract_self_invocation_targets_a_granted_function_arn(
+    deployment: Deployment, sync_run: SyncRun
+):
+    policy = deployment.resources["aws_iam_role_policy.lambda"]["policy"]
+    [statement] = [s for s in policy_statements(policy) if s["Sid"] == "ContinueLongSyncs"]
+
+    assert sync_run.invocations
+    for invocation in sync_run.invocations:
+        # IAM's wildcard matching: "*" is any run of characters
+        assert any(
+            fnmatch.fnmatchcase(invocation["FunctionName"], r) for r in statement["Resource"]
+        )
 
 
 def test_contract_metrics_emitted_are_the_ones_alarms_and_dashboard_watch(
@@ -792,7 +855,12 @@ def test_plan_with_customer_managed_key_and_no_schedule_or_url_principals(
     assert after["aws_dynamodb_table.kv_data"]["server_side_encryption"] == [
         {"enabled": True, "kms_key_arn": key}
     ]
+    environment = after["aws_lambda_function.sync"]["environment"][0]["variables"]
+    assert environment["DELETE_MISSING"] == "false"
+    assert environment["SELF_INVOKE_CONTINUATION"] == "false"
     statements = changes["data.aws_iam_policy_document.lambda"]["after"]["statement"]
+    # self_invoke_continuation = false (the default): no lambda action at all
+    assert not any(a.startswith("lambda:") for s in statements for a in s["actions"])
     [kms] = [s for s in statements if s["sid"] == "UseCustomerManagedKey"]
     assert sorted(kms["actions"]) == ["kms:Decrypt", "kms:GenerateDataKey"]
     assert kms["resources"] == [key]
