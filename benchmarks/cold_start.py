@@ -166,17 +166,30 @@ def report(results: dict[str, list[dict[str, Any]]], *, strict: bool) -> int:
                 total,
                 min(float(r["total_ms"]) for r in runs),
                 f"{total / floor:.2f}",
+                med(label, "cpu_total_ms"),
+                f"{med(label, 'cpu_total_ms') / med(FLOOR, 'cpu_total_ms'):.2f}",
                 "-" if label == FLOOR else f"{med(label, 'datagrams'):.0f}",
             ]
         )
     common.print_table(
         "Cold start (median ms)",
-        ["what", "init", "first invocation", "total", "min total", "x floor", "X-Ray datagrams"],
+        [
+            "what",
+            "init",
+            "first invocation",
+            "total",
+            "min total",
+            "x floor",
+            "CPU total",
+            "CPU x floor",
+            "X-Ray datagrams",
+        ],
         rows,
     )
     print(
         "init = interpreter start + imports + module-level set-up; first invocation = the "
-        "handler call (for the floor: its raw I/O, its clients being created in init)"
+        "handler call (for the floor: its raw I/O, its clients being created in init); "
+        "CPU = the interpreter's CPU time (user + system) up to the response"
     )
     traced = results[HANDLER][-1]["trace"]
     print(f"X-Ray entities: {', '.join(traced['names'])}")

@@ -85,7 +85,19 @@ def build_zip(
     else:  # before build_lambda.sh existed: the same content, built the plain way
         _fallback_build(partial, include_sdk=include_sdk)
     partial.replace(output)
+    _prune(keep=output.parent)
     return output
+
+
+def _prune(keep: Path, builds: int = 6) -> None:
+    """Keep the newest few builds in the cache (sources change while people work)."""
+    entries = sorted(
+        (p for p in CACHE.iterdir() if p.is_dir() and p != keep),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    for old in entries[builds - 1 :]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _fallback_build(output: Path, *, include_sdk: bool) -> None:
