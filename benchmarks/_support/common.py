@@ -117,4 +117,8 @@ def machine() -> dict[str, str]:
 
 def print_machine() -> None:
     info = machine()
-    print(f"machine: {info['nproc']} CPUs, {info['cpu']}, {info['arch']}, Python {info['python']}")
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    print(
+        f"machine: {info['nproc']} CPUs, {info['cpu']}, {info['arch']}, Python {info['python']}; "
+        f"load average {load} (other work on the machine moves wall times)"
+    )
