@@ -34,6 +34,7 @@ from errors import (
     SyncError,
 )
 from observability import logger
+from redaction import redact
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -348,7 +349,13 @@ class KVClient:
             raise NetworkError(
                 f"Connection to Cloudflare failed ({type(exc).__name__}); it will be retried"
             ) from None
-        return _check_status(response, passthrough, not_found)
+        try:
+            return _check_status(response, passthrough, not_found)
+        except SyncError as exc:
+            # Cloudflare's error text is quoted in messages; it may echo the token.
+            exc.message = redact(exc.message)
+            exc.args = (exc.message,)
+            raise
 
     def _wait(self, retry_state: RetryCallState) -> float:
         exc = retry_state.outcome.exception() if retry_state.outcome else None

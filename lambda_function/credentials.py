@@ -10,8 +10,11 @@ from typing import TYPE_CHECKING
 
 from aws_lambda_powertools.utilities.parameters import SecretsProvider
 from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
+from botocore.exceptions import BotoCoreError
 
 import aws_clients
+import redaction
+from deadline import run_within_deadline
 from errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -73,7 +76,8 @@ def load_credentials(settings: Settings, *, force_fetch: bool = False) -> Cloudf
         The secret is missing, has no value, is not JSON, or lacks fields.
     """
     try:
-        raw = _provider().get(
+        raw = run_within_deadline(
+            _provider().get,
             settings.secret_name,
             max_age=settings.secret_cache_seconds,
             force_fetch=force_fetch,
@@ -88,11 +92,18 @@ def load_credentials(settings: Settings, *, force_fetch: bool = False) -> Cloudf
             "AccessDeniedException": "the function's role may not read it (or decrypt its key)",
             "DecryptionFailure": "its KMS key cannot be used by the function's role",
         }.get(code, "check that it exists and the function may read it")
+        unreachable = isinstance(exc.__cause__ or exc.__context__, BotoCoreError)
+        if unreachable:
+            hint = "Secrets Manager could not be reached; the call may be retried"
         raise ConfigurationError(
             f"Cannot read secret '{settings.secret_name}' ({code}): {hint}",
-            is_retryable=code in {"InternalServiceError", "ThrottlingException"},
+            is_retryable=unreachable or code in {"InternalServiceError", "ThrottlingException"},
         ) from None
-    return parse_credentials(raw if isinstance(raw, str | bytes) else None, settings.secret_name)
+    if isinstance(raw, bytes | str):
+        redaction.register(raw if isinstance(raw, str) else raw.decode("utf-8", "replace"))
+    creds = parse_credentials(raw if isinstance(raw, str | bytes) else None, settings.secret_name)
+    redaction.register(creds.api_token)
+    return creds
 
 
 def parse_credentials(raw: str | bytes | None, secret_name: str) -> CloudflareCredentials:

@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
+
+from errors import DeadlineError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from aws_lambda_powertools.utilities.typing import LambdaContext
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 # Time kept back for the DynamoDB write and the response after the last
 # Cloudflare call: a tenth of the invocation's time, within these bounds.
 MIN_SAFETY_MARGIN_S = 0.5
 MAX_SAFETY_MARGIN_S = 3.0
+# Time an AWS call leaves for shaping and returning the reply after it gives up.
+REPLY_MARGIN_S = 0.25
 
 
 class Deadline:
@@ -48,3 +59,40 @@ class Deadline:
         if self._context is None:
             return 0
         return int(self._context.get_remaining_time_in_millis())
+
+
+_current: Deadline | None = None
+_executor: ThreadPoolExecutor | None = None
+
+
+def activate(deadline: Deadline) -> None:
+    """Make ``deadline`` the one AWS calls of this invocation must respect."""
+    global _current  # noqa: PLW0603 - one invocation at a time per container
+    _current = deadline
+
+
+def run_within_deadline(call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """Run an AWS SDK call, giving up in time to answer before the deadline.
+
+    botocore's own timeouts and retries (seconds each) know nothing of the
+    Lambda deadline; a hung or throttled service would otherwise keep the
+    function running until Lambda kills it without a reply. The call runs on a
+    worker thread; if it has not returned when the deadline (less the time to
+    reply) comes, ``DeadlineError`` is raised and the call is abandoned.
+    """
+    deadline = _current
+    if deadline is None or deadline.remaining() == float("inf"):
+        return call(*args, **kwargs)
+    wait = deadline.remaining() - REPLY_MARGIN_S
+    if wait <= 0:
+        raise DeadlineError("No time left before the Lambda deadline to call AWS")
+    global _executor  # noqa: PLW0603 - created on first use, reused by warm invocations
+    if _executor is None:
+        _executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="aws-call")
+    future = _executor.submit(call, *args, **kwargs)
+    try:
+        return future.result(timeout=wait)
+    except FutureTimeout:
+        raise DeadlineError(
+            "AWS did not answer before the Lambda deadline; the call was abandoned"
+        ) from None

@@ -100,7 +100,12 @@ def parse_event(event: object, default_key: str) -> SyncRequest:
     if trigger is Trigger.SCHEDULE:
         return SyncRequest(trigger=trigger, key_name=default_key)
     if trigger is Trigger.FUNCTION_URL:
-        fields = _function_url_fields(LambdaFunctionUrlEvent(event))  # type: ignore[arg-type]
+        try:
+            fields = _function_url_fields(LambdaFunctionUrlEvent(event))  # type: ignore[arg-type]
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise ValidationError(
+                f"Malformed Function URL event ({type(exc).__name__}); expected payload format 2.0"
+            ) from None
     elif isinstance(event, dict):
         fields = event
     elif event is None:

@@ -6,15 +6,17 @@ Terraform references this as ``handler.lambda_handler``.
 from __future__ import annotations
 
 import time
+import traceback
 from typing import TYPE_CHECKING, Any
 
 from bulk import BulkStats, sync_many
 from config import SettingsError, load_settings
 from continuation import continue_run
-from deadline import Deadline
+from deadline import Deadline, activate
 from errors import ConfigurationError, InternalError, SyncError
 from events import Trigger, detect_trigger, parse_event
 from observability import count, logger, metrics, record_failure, subsegment
+from redaction import redact
 from replies import (
     bulk_document,
     bulk_statistics,
@@ -51,6 +53,7 @@ def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     cold_start, _cold_start = _cold_start, False
     started = time.perf_counter()
     deadline = Deadline(context)
+    activate(deadline)
     trigger = detect_trigger(event)
     lambda_info = {"cold_start": cold_start, "request_id": getattr(context, "aws_request_id", None)}
 
@@ -141,6 +144,9 @@ def _sync_many(
 
 def _fail(error: SyncError, trigger: Trigger, stats: dict[str, Any]) -> dict[str, Any]:
     """Report a failure: metric, log line, and the reply the trigger expects."""
+    # Upstream text (an error page quoting the request) may carry the token.
+    error.message = redact(error.message)
+    error.args = (error.message,)
     record_failure(error.type)
     log = logger.warning if error.severity == "warning" else logger.error
     log(
@@ -162,7 +168,14 @@ def _fail(error: SyncError, trigger: Trigger, stats: dict[str, Any]) -> dict[str
 def _as_sync_error(exc: Exception) -> SyncError:
     if isinstance(exc, SyncError):
         return exc
-    logger.exception("Unexpected failure")
+    # Not logger.exception: the exception's text may quote a secret, so log it redacted.
+    logger.error(
+        "Unexpected failure",
+        extra={
+            "error_class": type(exc).__name__,
+            "traceback": redact("".join(traceback.format_exception(exc))),
+        },
+    )
     return InternalError("Unexpected internal error; see the function's logs")
 
 

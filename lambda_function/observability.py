@@ -47,6 +47,8 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.shared import constants as powertools_constants
 from aws_lambda_powertools.tracing.base import BaseProvider, BaseSegment
 
+from redaction import redact
+
 if TYPE_CHECKING:
     import numbers
     from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -226,7 +228,7 @@ class Subsegment(BaseSegment):
             {
                 "id": os.urandom(8).hex(),
                 "type": type(exception).__name__,
-                "message": str(exception)[:1000],
+                "message": redact(str(exception))[:1000],
                 "remote": remote,
                 "stack": [
                     {"path": Path(f.filename).name, "line": f.lineno, "label": f.name}

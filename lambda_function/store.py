@@ -17,6 +17,7 @@ from tenacity import (
 )
 
 from aws_clients import dynamodb_client
+from deadline import run_within_deadline
 from errors import ConfigurationError, StorageError, ValueTooLargeError
 
 if TYPE_CHECKING:
@@ -197,7 +198,8 @@ def delete_if_older(table_name: str, pk: str, sk: str, seen_missing_at: str) -> 
     (or is already gone), so a key re-created meanwhile is never lost.
     """
     try:
-        dynamodb_client().delete_item(
+        run_within_deadline(
+            dynamodb_client().delete_item,
             TableName=table_name,
             Key={"pk": {"S": pk}, "sk": {"S": sk}},
             ConditionExpression="attribute_exists(pk) AND #synced_at < :seen",
@@ -219,8 +221,8 @@ def delete_if_older(table_name: str, pk: str, sk: str, seen_missing_at: str) -> 
 def _call(operation: str, table_name: str, **kwargs: Any) -> Any:
     try:
         if operation == "query":
-            return dynamodb_client().query(TableName=table_name, **kwargs)
-        return getattr(dynamodb_client(), operation)(**kwargs)
+            return run_within_deadline(dynamodb_client().query, TableName=table_name, **kwargs)
+        return run_within_deadline(getattr(dynamodb_client(), operation), **kwargs)
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
         raise _storage_error(table_name, code, str(exc)) from None
@@ -261,7 +263,8 @@ def _put_if_as_read(table_name: str, record: Record, seen: StoredState | None) -
     else:
         return False
     try:
-        dynamodb_client().put_item(
+        run_within_deadline(
+            dynamodb_client().put_item,
             TableName=table_name,
             Item={name: _serializer.serialize(value) for name, value in item.items()},
             **condition,
@@ -324,7 +327,8 @@ def _update(table_name: str, record: Record, *, full: bool) -> bool:
     if removes:
         expression += " REMOVE " + ", ".join(removes)
     try:
-        dynamodb_client().update_item(
+        run_within_deadline(
+            dynamodb_client().update_item,
             TableName=table_name,
             Key={"pk": {"S": record.pk}, "sk": {"S": record.sk}},
             UpdateExpression=expression,

@@ -18,6 +18,22 @@ def small_pages(monkeypatch):
     monkeypatch.setattr(bulk, "LIST_PAGE_SIZE", 10)
 
 
+@pytest.fixture
+def slow_pages(monkeypatch):
+    """Every listing page takes at least 0.5 s more, so a 2.6 s invocation (2.1 s
+    before the safety margin) has time for exactly one page: after it, less than
+    MIN_PAGE_SECONDS (2 s) is left."""
+    import time
+
+    real = bulk._Run.listing_page
+
+    def slow(self, prefix, position):
+        time.sleep(0.5)
+        return real(self, prefix, position)
+
+    monkeypatch.setattr(bulk._Run, "listing_page", slow)
+
+
 def seed(stack: Stack, count: int, prefix: str = "flags/") -> dict[str, bytes]:
     values: dict[str, bytes] = {}
     for i in range(count):
@@ -164,10 +180,9 @@ def test_named_key_gone_from_kv_is_deleted_with_delete_missing(stack: Stack):
     assert "flags/001" not in table_contents(stack)
 
 
-def test_deadline_returns_cursor_and_the_cursor_finishes_the_run(stack: Stack, monkeypatch):
+def test_deadline_returns_cursor_and_the_cursor_finishes_the_run(stack: Stack, slow_pages):
     # GIVEN each page needs more time than a 2.6 s invocation leaves for a second page
     values = seed(stack, 30)
-    monkeypatch.setattr(bulk, "MIN_PAGE_SECONDS", 2.0)
 
     # WHEN the namespace is synced with little time left
     first = stack.invoke({"all": True}, timeout_ms=2_600)
@@ -191,7 +206,7 @@ def test_deadline_returns_cursor_and_the_cursor_finishes_the_run(stack: Stack, m
     assert table_contents(stack) == values
 
 
-def test_cursor_of_another_selector_is_rejected(stack: Stack):
+def test_cursor_of_another_selector_is_rejected(stack: Stack, slow_pages):
     seed(stack, 15)
     first = stack.invoke({"prefix": "flags/"}, timeout_ms=2_600)
     cursor = first["data"]["next_cursor"]
@@ -294,7 +309,9 @@ def test_client_side_rate_limit_stops_the_run_resumably(stack: Stack, monkeypatc
     assert len(stack.emulator.requests) == 5
 
 
-def test_self_continuation_invokes_the_function_with_the_cursor(stack: Stack, monkeypatch):
+def test_self_continuation_invokes_the_function_with_the_cursor(
+    stack: Stack, monkeypatch, slow_pages
+):
     from botocore.stub import ANY, Stubber
 
     import aws_clients
