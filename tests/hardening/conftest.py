@@ -2,9 +2,10 @@
 
 - ``probe`` captures everything the function lets out during a test: every log line
   (Powertools and the standard ``logging`` tree), every EMF metric document printed to
-  stdout, every reply, and every trace annotation and traced exception (tracing is off in
-  tests, so ``subsegment``/``annotate`` are replaced by recorders that keep what X-Ray
-  would have been sent).
+  stdout, every reply, and every X-Ray document (subsegments with their annotations and
+  recorded exceptions): tracing runs as in a sampled Lambda invocation, through the
+  function's own ``XRayProvider``, sending over UDP to a socket of ours standing in for
+  the X-Ray daemon, so what is checked is exactly what would reach X-Ray.
 - ``aws_proxy`` is an HTTP proxy on loopback in front of moto server. It forwards every
   AWS call and injects, per operation, the faults moto cannot produce (throttling,
   ``ValidationException``, ``AccessDeniedException``, hangs), as real wire responses, so
@@ -23,10 +24,10 @@ import http.client
 import io
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
@@ -37,6 +38,8 @@ import pytest
 from tests.integration.conftest import LambdaLikeContext, Stack, stack  # noqa: F401
 
 __all__ = ["AwsFaultProxy", "Outcome", "Probe", "Stack"]
+
+TRACE_HEADER = "Root=1-673f1f40-0d1c2b3a4e5f60718293a4b5;Parent=53995c3f42cd8ad8;Sampled=1"
 
 
 # --------------------------------------------------------------------------- probe
@@ -92,9 +95,35 @@ class Probe:
     log: io.StringIO = field(default_factory=io.StringIO)
     stdout: list[str] = field(default_factory=list)
     replies: list[str] = field(default_factory=list)
-    annotations: list[dict[str, Any]] = field(default_factory=list)
-    trace_exceptions: list[str] = field(default_factory=list)
+    traces: list[dict[str, Any]] = field(default_factory=list)
     raised: list[str] = field(default_factory=list)
+    daemon: socket.socket | None = None
+
+    def trace_documents(self) -> list[dict[str, Any]]:
+        """Every X-Ray document received so far, nested subsegments included."""
+        while self.daemon is not None:
+            try:
+                datagram = self.daemon.recv(65_536)
+            except BlockingIOError:
+                break
+            header, _, body = datagram.partition(b"\n")
+            assert json.loads(header) == {"format": "json", "version": 1}, header
+            self.traces.append(json.loads(body))
+        found: list[dict[str, Any]] = []
+        pending: list[Any] = list(self.traces)
+        while pending:
+            node = pending.pop()
+            if isinstance(node, dict):
+                if "trace_id" in node or "name" in node:
+                    found.append(node)
+                pending.extend(node.values())
+            elif isinstance(node, list):
+                pending.extend(node)
+        return found
+
+    def annotations(self) -> list[dict[str, Any]]:
+        """The annotations of every traced subsegment."""
+        return [doc["annotations"] for doc in self.trace_documents() if doc.get("annotations")]
 
     def drain(self) -> None:
         """Move what was printed so far into ``stdout``."""
@@ -105,13 +134,13 @@ class Probe:
     def reset(self) -> None:
         """Forget everything captured so far (e.g. after a test's setup)."""
         self.drain()
+        self.trace_documents()
         self.stdout.clear()
         self.log.seek(0)
         self.log.truncate()
         self.caplog.clear()
         self.replies.clear()
-        self.annotations.clear()
-        self.trace_exceptions.clear()
+        self.traces.clear()
         self.raised.clear()
 
     def invoke(self, target: Invoker, event: Any = None, timeout_ms: int = 30_000) -> Outcome:
@@ -156,14 +185,14 @@ class Probe:
     def everything(self) -> str:
         """All captured text: logs, stdout/stderr (EMF), replies, trace data, raised errors."""
         self.drain()
+        self.trace_documents()
         parts = [
             self.log.getvalue(),
             self.caplog.text,
             *(f"{r.getMessage()} {r.exc_text or ''}" for r in self.caplog.records),
             *self.stdout,
             *self.replies,
-            json.dumps(self.annotations, default=str),
-            *self.trace_exceptions,
+            *(json.dumps(doc, default=str) for doc in self.traces),
             *self.raised,
         ]
         return "\n".join(parts)
@@ -184,34 +213,32 @@ def probe(
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[Probe]:
-    """Capture logs (at DEBUG), EMF, replies and would-be trace data for one test."""
-    import bulk
-    import handler
+    """Capture logs (at DEBUG), EMF, replies and the X-Ray documents of one test."""
     import observability
-    import sync
     from observability import logger
 
     found = Probe(capsys=capsys, caplog=caplog)
 
-    @contextmanager
-    def recording_subsegment(name: str, **annotations: str) -> Iterator[None]:
-        found.annotations.append({"subsegment": name, **annotations})
-        try:
-            yield
-        except BaseException as exc:
-            # What XRayProvider.add_exception would send to X-Ray.
-            found.trace_exceptions.append(f"{type(exc).__name__}: {exc}")
-            raise
+    # The function's own X-Ray provider, sending to a UDP "daemon" of ours: what would
+    # reach X-Ray is exactly what arrives here, whatever the provider does inside.
+    daemon = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    daemon.bind(("127.0.0.1", 0))
+    daemon.setblocking(False)
+    found.daemon = daemon
 
-    def recording_annotate(**annotations: str | bool) -> None:
-        found.annotations.append(dict(annotations))
+    class RecordingTracer:
+        """What ``observability`` uses of Powertools' Tracer: ``provider``, ``put_annotation``."""
 
-    for module in (observability, handler, sync, bulk):
-        if hasattr(module, "subsegment"):
-            monkeypatch.setattr(module, "subsegment", recording_subsegment)
-    for module in (observability, sync):
-        if hasattr(module, "annotate"):
-            monkeypatch.setattr(module, "annotate", recording_annotate)
+        def __init__(self) -> None:
+            self.provider = observability.XRayProvider(f"127.0.0.1:{daemon.getsockname()[1]}")
+
+        def put_annotation(self, key: str, value: Any) -> None:
+            self.provider.put_annotation(key, value)
+
+    recording = RecordingTracer()
+    monkeypatch.setattr(observability, "tracer", lambda: recording)
+    # a sampled invocation, as Lambda sets it, so every subsegment is emitted
+    monkeypatch.setenv(observability.TRACE_HEADER_ENV, TRACE_HEADER)
 
     log_handler: Any = logger.registered_handler
     previous_stream, previous_level = log_handler.stream, logger.log_level
@@ -223,6 +250,7 @@ def probe(
     finally:
         log_handler.stream = previous_stream
         logger.setLevel(previous_level)
+        daemon.close()
 
 
 # --------------------------------------------------------------------------- fast retries

@@ -21,16 +21,6 @@ from tests.conftest import load_event
 from tests.hardening.conftest import Probe
 from tests.integration.conftest import TOKEN, LambdaLikeContext
 
-BUG_URL_SHAPE = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: an event shaped like a Function URL request (requestContext.http is an "
-        "object) but with a missing method or a non-string body/query raises out of the "
-        "handler (KeyError/AttributeError/TypeError/ValueError in events._function_url_fields); "
-        "handler.lambda_handler only catches SyncError around parse_event"
-    ),
-)
-
 
 class Quiet:
     """A table, a secret and a KV namespace shared by the module; nothing is ever synced."""
@@ -247,22 +237,11 @@ REJECTED = [
         {"requestContext": {"http": {}}, "body": '{"key_name": "a"}'},
         V,
         id="url-shape-without-method",
-        marks=BUG_URL_SHAPE,
     ),
-    pytest.param(url(body={"key_name": "a"}), V, id="url-body-is-an-object", marks=BUG_URL_SHAPE),
-    pytest.param(url(body=12345), V, id="url-body-is-a-number", marks=BUG_URL_SHAPE),
-    pytest.param(
-        url(body={"key_name": "a"}, b64=True),
-        V,
-        id="url-b64-body-is-an-object",
-        marks=BUG_URL_SHAPE,
-    ),
-    pytest.param(
-        url("GET", queryStringParameters=["key_name"]),
-        V,
-        id="url-query-is-a-list",
-        marks=BUG_URL_SHAPE,
-    ),
+    pytest.param(url(body={"key_name": "a"}), V, id="url-body-is-an-object"),
+    pytest.param(url(body=12345), V, id="url-body-is-a-number"),
+    pytest.param(url(body={"key_name": "a"}, b64=True), V, id="url-b64-body-is-an-object"),
+    pytest.param(url("GET", queryStringParameters=["key_name"]), V, id="url-query-is-a-list"),
     pytest.param(url("GET", query={"key_name": 5}), V, id="url-query-value-number"),  # type: ignore[dict-item]
     pytest.param(url(method=5), M, id="url-method-number"),  # type: ignore[arg-type]
 ]

@@ -19,11 +19,6 @@ import pytest
 from tests.hardening.conftest import Probe
 from tests.integration.conftest import TOKEN, Stack
 
-REDACTION_BUG = (
-    "BUG: token values inside exceptions are not redacted: nothing scrubs the current "
-    "API token from log records, error messages or traced exceptions"
-)
-
 
 @pytest.fixture
 def synced(stack: Stack, probe: Probe, fast_retries: None) -> Stack:
@@ -63,7 +58,6 @@ def test_credentials_repr_hides_the_token(synced: Stack):
     assert TOKEN not in repr(creds) and TOKEN not in str(creds)
 
 
-@pytest.mark.xfail(strict=True, reason=REDACTION_BUG + " (handler._as_sync_error logs it)")
 def test_token_inside_an_unexpected_exception_is_redacted(
     synced: Stack, probe: Probe, monkeypatch: pytest.MonkeyPatch
 ):
@@ -78,8 +72,9 @@ def test_token_inside_an_unexpected_exception_is_redacted(
     # WHEN the key is synced
     outcome = probe.invoke(synced, {"key_name": "flag"})
 
-    # THEN it is an internal error, and the token is nowhere in what came out
+    # THEN it is an internal error, traced with its exception, and the token is nowhere
     assert outcome.document["error"]["type"] == "INTERNAL_ERROR"
+    assert any("cause" in doc for doc in probe.trace_documents())
     probe.assert_no_secrets(TOKEN)
 
 
@@ -125,10 +120,6 @@ def echoing_cloudflare() -> Iterator[str]:
         thread.join(5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=REDACTION_BUG + " (cloudflare._describe_errors copies upstream text into messages)",
-)
 def test_token_echoed_by_an_upstream_error_is_redacted(
     synced: Stack, probe: Probe, echoing_cloudflare: str, monkeypatch: pytest.MonkeyPatch
 ):
