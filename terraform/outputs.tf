@@ -72,3 +72,8 @@ output "schedule_rule_name" {
   description = "Name of the EventBridge schedule rule, or null when sync_schedule_expression is \"\"."
   value       = one(aws_cloudwatch_event_rule.schedule[*].name)
 }
+
+output "schedule_input" {
+  description = "JSON input the schedule sends to the function (its selector), or null when the schedule sends the Scheduled Event itself (default key) or there is no schedule."
+  value       = var.sync_schedule_expression == "" ? null : local.schedule_input
+}

@@ -1,3 +1,9 @@
+locals {
+  # The JSON the schedule sends (variables.tf validates its shape), or null for the
+  # Scheduled Event itself.
+  schedule_input = length(var.sync_schedule_input) == 0 ? null : jsonencode(var.sync_schedule_input)
+}
+
 resource "aws_cloudwatch_event_rule" "schedule" {
   count = var.sync_schedule_expression == "" ? 0 : 1
 
@@ -16,9 +22,10 @@ resource "aws_cloudwatch_event_target" "schedule" {
 
   # With no input the function receives the Scheduled Event itself, syncs the
   # default key and raises on retryable failures, so that Lambda's async retries
-  # and the failure queue see them. A constant input such as {"key_name": "x"}
-  # is treated as a direct invocation of that key.
-  input = length(var.sync_schedule_input) == 0 ? null : jsonencode(var.sync_schedule_input)
+  # and the failure queue see them. A constant input, such as {"key_name": "x"},
+  # {"key_names": [...]}, {"prefix": "flags/"} or {"all": true} (with an optional
+  # "delete_missing"), is treated as a direct invocation with that selector.
+  input = local.schedule_input
 }
 
 resource "aws_lambda_permission" "schedule" {

@@ -412,13 +412,76 @@ variable "sync_schedule_expression" {
 }
 
 variable "sync_schedule_input" {
-  description = "Constant input of the schedule, for example { key_name = \"classic-domain\" }. {} sends the EventBridge Scheduled Event itself, which syncs the default key."
-  type        = map(string)
+  description = "Constant input of the schedule: which keys each run syncs. {} sends the EventBridge Scheduled Event itself, which syncs default_key_name. Otherwise one selector, { key_name = \"k\" }, { key_names = [\"a\", \"b\"] } (1 to 1000), { prefix = \"flags/\" } or { all = true }, optionally with delete_missing = true|false (default: the delete_missing variable). The function receives it as a direct invocation."
+  type        = any
   default     = {}
+  nullable    = false
 
   validation {
-    condition     = alltrue([for k in keys(var.sync_schedule_input) : contains(["key_name"], k)])
-    error_message = "sync_schedule_input accepts only the field key_name."
+    condition     = can(keys(var.sync_schedule_input))
+    error_message = "sync_schedule_input must be an object: {}, { key_name = \"k\" }, { key_names = [\"a\", \"b\"] }, { prefix = \"flags/\" } or { all = true }, optionally with delete_missing = true|false."
+  }
+
+  validation {
+    condition     = alltrue([for field in try(keys(var.sync_schedule_input), []) : contains(["key_name", "key_names", "prefix", "all", "delete_missing"], field)])
+    error_message = "sync_schedule_input accepts only the fields key_name, key_names, prefix, all and delete_missing."
+  }
+
+  validation {
+    condition     = length(setintersection(try(keys(var.sync_schedule_input), []), ["key_name", "key_names", "prefix", "all"])) <= 1
+    error_message = "sync_schedule_input takes at most one selector of key_name, key_names, prefix and all."
+  }
+
+  # Key names as the function checks them: 1 to 512 UTF-8 bytes (counted from the
+  # length of their base64 encoding), not "." or "..", no control characters.
+  validation {
+    condition = !contains(try(keys(var.sync_schedule_input), []), "key_name") || try(alltrue([
+      tostring(var.sync_schedule_input.key_name) == var.sync_schedule_input.key_name,
+      length(var.sync_schedule_input.key_name) > 0,
+      length(base64encode(var.sync_schedule_input.key_name)) * 3 / 4 - length(regexall("=", base64encode(var.sync_schedule_input.key_name))) <= 512,
+      !contains([".", ".."], var.sync_schedule_input.key_name),
+      length(regexall("[\\x00-\\x1f\\x7f-\\x9f]", var.sync_schedule_input.key_name)) == 0,
+    ]), false)
+    error_message = "sync_schedule_input.key_name must be a key name: a string of 1 to 512 bytes, not \".\" or \"..\", without control characters."
+  }
+
+  validation {
+    condition = !contains(try(keys(var.sync_schedule_input), []), "key_names") || try(alltrue(concat(
+      [length(tolist(var.sync_schedule_input.key_names)) >= 1, length(var.sync_schedule_input.key_names) <= 1000],
+      [for name in var.sync_schedule_input.key_names : alltrue([
+        tostring(name) == name,
+        length(name) > 0,
+        length(base64encode(name)) * 3 / 4 - length(regexall("=", base64encode(name))) <= 512,
+        !contains([".", ".."], name),
+        length(regexall("[\\x00-\\x1f\\x7f-\\x9f]", name)) == 0,
+      ])],
+    )), false)
+    error_message = "sync_schedule_input.key_names must be a list of 1 to 1000 key names, each a string of 1 to 512 bytes, not \".\" or \"..\", without control characters."
+  }
+
+  validation {
+    condition = !contains(try(keys(var.sync_schedule_input), []), "prefix") || try(alltrue([
+      tostring(var.sync_schedule_input.prefix) == var.sync_schedule_input.prefix,
+      length(var.sync_schedule_input.prefix) > 0,
+      length(base64encode(var.sync_schedule_input.prefix)) * 3 / 4 - length(regexall("=", base64encode(var.sync_schedule_input.prefix))) <= 512,
+      length(regexall("[\\x00-\\x1f\\x7f-\\x9f]", var.sync_schedule_input.prefix)) == 0,
+    ]), false)
+    error_message = "sync_schedule_input.prefix must be a non-empty string of at most 512 bytes without control characters; use { all = true } for the whole namespace."
+  }
+
+  validation {
+    condition     = !contains(try(keys(var.sync_schedule_input), []), "all") || try(var.sync_schedule_input.all == true, false)
+    error_message = "sync_schedule_input.all must be true (it syncs the whole namespace); leave it out otherwise."
+  }
+
+  validation {
+    condition     = !contains(try(keys(var.sync_schedule_input), []), "delete_missing") || try(var.sync_schedule_input.delete_missing == true || var.sync_schedule_input.delete_missing == false, false)
+    error_message = "sync_schedule_input.delete_missing must be true or false."
+  }
+
+  validation {
+    condition     = try(length(jsonencode(var.sync_schedule_input)) <= 8192, false)
+    error_message = "sync_schedule_input, as JSON, must be at most 8192 characters, EventBridge's limit on a target's input; sync a long list of keys by prefix instead."
   }
 }
 

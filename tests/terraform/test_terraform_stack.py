@@ -12,7 +12,10 @@ has no X-Ray group or sampling rule (moto has neither API): the default sampling
 rule suits a function invoked a few times an hour, so one would not earn its
 place; tracing itself is the function's ``tracing_config``, checked below.
 Configurations other than the applied one (customer-managed key, no schedule, no
-URL principals) are checked on ``terraform plan`` JSON.
+URL principals, no self-invocation) are checked on ``terraform plan`` JSON; every
+shape of the schedule's input on plans with the AWS provider mocked (``terraform
+test``); bad schedule inputs on plans of ``variables.tf`` alone, which need no
+provider.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from tests.terraform.tfharness import (
     state_resources,
     stub_package,
     terraform_binary,
+    terraform_version,
     write_cli_config,
 )
 
@@ -56,9 +60,10 @@ SECRET = f"kvsync/{SUFFIX}/cloudflare"
 SERVICE = "kv-sync-tf"
 NAMESPACE = "KvSyncTf"
 DEFAULT_KEY = "tf-default-key"
-SCHEDULED_KEY = "classic-domain"
+OTHER_KEY = "classic-domain"  # synced first by the whole-namespace run
 URL_PRINCIPAL = "arn:aws:iam::111122223333:role/kv-sync-caller"
 TOKEN = "tf-stack-token-5d1c"
+SCHEDULE_INPUT = {"prefix": "flags/"}
 
 VARIABLES: dict[str, Any] = {
     "environment": "test",
@@ -82,7 +87,7 @@ VARIABLES: dict[str, Any] = {
     "duration_threshold_ms": 30000,
     "secret_recovery_window_days": 0,
     "sync_schedule_expression": "rate(1 hour)",
-    "sync_schedule_input": {"key_name": SCHEDULED_KEY},
+    "sync_schedule_input": SCHEDULE_INPUT,
     "function_url_allowed_principals": [URL_PRINCIPAL],
     "delete_missing": True,
     "self_invoke_continuation": True,
@@ -483,7 +488,8 @@ def test_schedule_invokes_the_function_with_its_input(deployment: Deployment):
     assert rule["ScheduleExpression"] == "rate(1 hour)"
     assert rule["State"] == "ENABLED"
     assert target["Arn"] == deployment.outputs["lambda_function_arn"]
-    assert json.loads(target["Input"]) == {"key_name": SCHEDULED_KEY}
+    assert json.loads(target["Input"]) == SCHEDULE_INPUT
+    assert json.loads(deployment.outputs["schedule_input"]) == SCHEDULE_INPUT
 
 
 def test_a_second_plan_shows_no_drift(deployment: Deployment):
@@ -595,7 +601,7 @@ def sync_run(deployment: Deployment) -> Iterator[SyncRun]:
         namespace_id = emulator.create_namespace("kv-sync-tf")
         emulator.put(namespace_id, "flag", '{"enabled": true}', metadata={"owner": "ops"})
         emulator.put(namespace_id, DEFAULT_KEY, "default value")
-        emulator.put(namespace_id, SCHEDULED_KEY, "classic.example.com")
+        emulator.put(namespace_id, OTHER_KEY, "classic.example.com")
         for key in BULK_KEYS:
             emulator.put(namespace_id, key, f"value of {key}", metadata={"bulk": True})
         for name, value in deployment.function_env.items():
@@ -625,11 +631,12 @@ def sync_run(deployment: Deployment) -> Iterator[SyncRun]:
             invoke("named_key", {"key_name": "flag"})
             invoke("default_key", {})
             # the constant input the EventBridge target sends
-            invoke("schedule_input", json.loads(_target_input(deployment)))
             invoke("scheduled_event", load_event("scheduledEvent.json"))
-            # multi-key runs: named keys (BatchGetItem, PutItem), the namespace
-            # (Query), then again once a key is gone from KV (DeleteItem)
+            # multi-key runs: named keys (BatchGetItem, PutItem), the prefix the
+            # EventBridge target sends and the namespace (Query), then the
+            # namespace again once a key is gone from KV (DeleteItem)
             invoke("key_names", {"key_names": ["flag", *BULK_KEYS[:2]]})
+            invoke("schedule_input", json.loads(_target_input(deployment)))
             invoke("all", {"all": True, "delete_missing": True})
             emulator.delete(namespace_id, GONE_KEY)
             invoke("all_after_delete", {"all": True, "delete_missing": True})
@@ -673,7 +680,6 @@ def test_handler_syncs_keys_into_the_table_terraform_created(
     for label, key in (
         ("named_key", "flag"),
         ("default_key", DEFAULT_KEY),
-        ("schedule_input", SCHEDULED_KEY),
         ("scheduled_event", DEFAULT_KEY),
     ):
         response = sync_run.responses[label]
@@ -689,17 +695,17 @@ def test_handler_syncs_keys_into_the_table_terraform_created(
     # RECORD_TTL_DAYS=7 from Terraform: ttl is synced_at + 7 days
     assert "N" in flag["ttl"]
     assert _item(deployment, sync_run.namespace_id, DEFAULT_KEY) is not None
-    assert _item(deployment, sync_run.namespace_id, SCHEDULED_KEY) is not None
 
 
 def test_handler_syncs_many_keys_and_deletes_the_one_gone_from_kv(
     deployment: Deployment, sync_run: SyncRun
 ):
     named = sync_run.responses["key_names"]
+    scheduled = sync_run.responses["schedule_input"]
     first = sync_run.responses["all"]
     second = sync_run.responses["all_after_delete"]
 
-    for response in (named, first, second):
+    for response in (named, scheduled, first, second):
         assert response["success"] is True, response
         assert response["data"]["complete"] is True, response
         assert response["data"]["next_cursor"] is None
@@ -707,10 +713,17 @@ def test_handler_syncs_many_keys_and_deletes_the_one_gone_from_kv(
     assert named["statistics"]["keys_fetched"] == 3
     assert named["statistics"]["records_written"] == 2
     assert named["statistics"]["records_unchanged"] == 1
-    # the namespace: the third bulk key is new, the rest unchanged, nothing gone
+    # the schedule's prefix: the third bulk key is new
+    assert scheduled["data"]["selector"] == SCHEDULE_INPUT
+    assert scheduled["statistics"]["keys_listed"] == len(BULK_KEYS)
+    assert scheduled["statistics"]["records_written"] == 1
+    assert scheduled["statistics"]["records_unchanged"] == 2
+    # the namespace: OTHER_KEY is new, the rest unchanged, nothing gone
     assert first["statistics"]["keys_listed"] == 6
     assert first["statistics"]["records_written"] == 1
+    assert first["statistics"]["records_unchanged"] == 5
     assert first["statistics"]["records_deleted"] == 0
+    assert _item(deployment, sync_run.namespace_id, OTHER_KEY) is not None
     assert second["statistics"]["keys_listed"] == 5
     assert second["statistics"]["records_written"] == 0
     assert second["statistics"]["records_deleted"] == 1
@@ -894,11 +907,170 @@ def test_bad_variable_values_fail_at_plan_with_clear_messages(
         "log_retention_days must be one CloudWatch Logs accepts",
         "secret_recovery_window_days must be 0 or from 7 to 30",
         '"*" is not allowed',
-        "sync_schedule_input accepts only the field key_name",
+        "sync_schedule_input accepts only the fields key_name, key_names, prefix, all and",
         'alert_email must be "" or an email address',
         "aliases are not accepted",
     ):
         assert expected in messages, (expected, messages[-3000:])
+
+
+# Each selector shape: the input the schedule gets, and what the function makes of it.
+# ({"prefix": ...} is the applied one.)
+SCHEDULE_SHAPES: list[tuple[dict[str, Any], dict[str, Any] | None]] = [
+    ({}, None),  # no input: the Scheduled Event itself
+    ({"key_name": "classic-domain"}, {"key_name": "classic-domain"}),
+    ({"key_names": ["a", "b/c"], "delete_missing": False}, {"key_names": ["a", "b/c"]}),
+    ({"prefix": "flags/"}, {"prefix": "flags/"}),
+    ({"all": True, "delete_missing": True}, {"all": True}),
+    ({"delete_missing": True}, {"key_name": "redirect-all-users-to-essentials"}),
+]
+
+# Answers of the mocked provider that the configuration needs to be well formed.
+MOCK_PROVIDER = """\
+mock_provider "aws" {
+  mock_data "aws_iam_policy_document" {
+    defaults = {
+      json = "{\\"Version\\":\\"2012-10-17\\",\\"Statement\\":[]}"
+    }
+  }
+  mock_data "aws_caller_identity" {
+    defaults = {
+      account_id = "123456789012"
+    }
+  }
+  mock_data "aws_partition" {
+    defaults = {
+      partition = "aws"
+    }
+  }
+}
+"""
+
+
+def schedule_shapes_test_file(package_path: str) -> str:
+    """A ``terraform test`` file: one plan of the whole stack per schedule shape.
+
+    JSON is valid HCL expression syntax, so each input is written as its JSON.
+    """
+    blocks = [
+        MOCK_PROVIDER,
+        "variables {\n"
+        f"  lambda_package_path      = {json.dumps(package_path)}\n"
+        '  sync_schedule_expression = "rate(1 day)"\n'
+        "}\n",
+    ]
+    for index, (schedule_input, selector) in enumerate(SCHEDULE_SHAPES):
+        sent = "aws_cloudwatch_event_target.schedule[0].input"
+        if selector is None:
+            condition = f"{sent} == null"
+        else:
+            condition = (
+                f"jsondecode({sent}) == jsondecode({json.dumps(json.dumps(schedule_input))})"
+            )
+        blocks.append(
+            f'run "shape_{index}" {{\n'
+            "  command = plan\n"
+            f"  variables {{\n    sync_schedule_input = {json.dumps(schedule_input)}\n  }}\n"
+            f"  assert {{\n    condition     = {condition}\n"
+            f"    error_message = {json.dumps('wrong input for ' + json.dumps(schedule_input))}\n  }}\n"
+            "}\n"
+        )
+    return "\n".join(blocks)
+
+
+def test_plan_puts_each_schedule_selector_into_the_rule_target_input(
+    cli_config: Path, tmp_path: Path
+):
+    """Plans of the whole stack with the AWS provider mocked (``terraform test``).
+
+    A mocked plan takes about a second where one against moto takes 15, so every
+    shape gets its own; the applied stack checks the prefix shape against moto.
+    """
+    import events
+
+    if terraform_version() < (1, 7):
+        pytest.skip("terraform test with mock_provider needs Terraform >= 1.7")
+    tf = Terraform.prepare(tmp_path / "shapes", cli_config)
+    tests_dir = tf.workdir / "tests"
+    tests_dir.mkdir()
+    (tests_dir / "schedule_input.tftest.hcl").write_text(
+        schedule_shapes_test_file(str(stub_package(tmp_path / "lambda_function.zip")))
+    )
+    tf.init()
+
+    result = tf.run("test", check=False)
+
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert f"{len(SCHEDULE_SHAPES)} passed, 0 failed" in result.stdout
+    for schedule_input, selector in SCHEDULE_SHAPES:
+        if selector is None:
+            continue
+        # what the target sends, as the function's own event parser reads it
+        request = events.parse_event(
+            json.loads(json.dumps(schedule_input)), "redirect-all-users-to-essentials"
+        )
+        assert request.selector() == selector
+        assert request.delete_missing == schedule_input.get("delete_missing")
+
+
+# Too long for EventBridge, though the function would take it.
+TOO_LONG_INPUT = {"key_names": [f"key-{i:04}" for i in range(900)]}
+BAD_SCHEDULE_INPUTS: list[tuple[Any, str]] = [
+    ("flags/", "sync_schedule_input must be an object"),
+    (["a"], "sync_schedule_input must be an object"),
+    ({"keys": "a,b"}, "accepts only the fields key_name, key_names, prefix, all and"),
+    ({"cursor": "abc"}, "accepts only the fields"),
+    ({"key_name": "a", "prefix": "b"}, "takes at most one selector of key_name, key_names"),
+    ({"all": True, "key_names": ["a"]}, "takes at most one selector"),
+    ({"key_name": ""}, "sync_schedule_input.key_name must be a key name"),
+    ({"key_name": ".."}, "sync_schedule_input.key_name must be a key name"),
+    ({"key_name": "é" * 257}, "sync_schedule_input.key_name must be a key name"),
+    ({"key_name": "tab\there"}, "sync_schedule_input.key_name must be a key name"),
+    ({"key_name": 7}, "sync_schedule_input.key_name must be a key name"),
+    ({"key_names": []}, "key_names must be a list of 1 to 1000 key names"),
+    ({"key_names": "a"}, "key_names must be a list of 1 to 1000 key names"),
+    ({"key_names": ["a", 1]}, "key_names must be a list of 1 to 1000 key names"),
+    ({"key_names": ["a", "."]}, "key_names must be a list of 1 to 1000 key names"),
+    ({"key_names": [f"k{i}" for i in range(1001)]}, "key_names must be a list of 1 to 1000"),
+    ({"prefix": ""}, "sync_schedule_input.prefix must be a non-empty string"),
+    ({"prefix": ["flags/"]}, "sync_schedule_input.prefix must be a non-empty string"),
+    ({"all": False}, "sync_schedule_input.all must be true"),
+    ({"all": "true"}, "sync_schedule_input.all must be true"),
+    ({"delete_missing": "yes"}, "sync_schedule_input.delete_missing must be true or false"),
+]
+
+
+def test_bad_schedule_inputs_fail_validation_and_the_function_rejects_them_too(
+    cli_config: Path, tmp_path: Path
+):
+    """Each bad input on its own, planned with terraform/variables.tf alone.
+
+    The validations need no provider, so each plan takes a fraction of a second;
+    the full stack's plan reports the same messages (test_bad_variable_values...).
+    """
+    import events
+    from errors import ValidationError
+
+    tf = Terraform.prepare(tmp_path / "variables", cli_config)
+    for path in tf.workdir.glob("*.tf"):
+        if path.name != "variables.tf":
+            path.unlink()
+    for index, (schedule_input, expected) in enumerate(BAD_SCHEDULE_INPUTS):
+        name = f"bad{index}.tfvars.json"
+        tf.write_vars({"sync_schedule_input": schedule_input}, name=name)
+
+        result = tf.run("plan", "-input=false", f"-var-file={name}", check=False)
+
+        messages = " ".join(result.stderr.split())
+        assert result.returncode != 0, schedule_input
+        assert expected in messages, (schedule_input, expected, messages[-2000:])
+        with pytest.raises(ValidationError):
+            events.parse_event(schedule_input, "redirect-all-users-to-essentials")
+
+    tf.write_vars({"sync_schedule_input": TOO_LONG_INPUT}, name="long.tfvars.json")
+    result = tf.run("plan", "-input=false", "-var-file=long.tfvars.json", check=False)
+    assert result.returncode != 0
+    assert "must be at most 8192 characters" in " ".join(result.stderr.split())
 
 
 def test_inconsistent_timeouts_fail_at_plan(deployment: Deployment, tmp_path: Path):

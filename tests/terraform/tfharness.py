@@ -51,6 +51,15 @@ def terraform_binary() -> str:
     return binary
 
 
+def terraform_version() -> tuple[int, int]:
+    """(major, minor) of the Terraform CLI."""
+    output = subprocess.run(
+        [terraform_binary(), "version", "-json"], capture_output=True, text=True, check=True
+    ).stdout
+    major, minor = json.loads(output)["terraform_version"].split(".")[:2]
+    return int(major), int(minor)
+
+
 def provider_mirror() -> Path:
     """The provider mirror directory, or skip the test with the reason."""
     mirror = os.environ.get(MIRROR_ENV, "").strip()
