@@ -6,6 +6,7 @@ import json
 from typing import TYPE_CHECKING
 
 import aws_clients
+from events import SCHEDULED_EVENT
 from observability import logger
 
 if TYPE_CHECKING:
@@ -13,6 +14,9 @@ if TYPE_CHECKING:
 
     from config import Settings
     from events import SyncRequest
+
+
+CONTINUATION_SOURCE = "kv-sync.continuation"
 
 
 def continue_run(
@@ -32,13 +36,16 @@ def continue_run(
             extra={"continuation": request.continuation, "next_cursor": next_cursor},
         )
         return False
-    payload: dict[str, object] = {
+    detail: dict[str, object] = {
         **request.selector(),
         "cursor": next_cursor,
         "continuation": request.continuation + 1,
     }
     if request.delete_missing is not None:
-        payload["delete_missing"] = request.delete_missing
+        detail["delete_missing"] = request.delete_missing
+    # Shaped like a scheduled event: nobody waits for an asynchronous invocation's
+    # reply, so retryable failures must raise for Lambda's retries and failure queue.
+    payload = {"detail-type": SCHEDULED_EVENT, "source": CONTINUATION_SOURCE, "detail": detail}
     try:
         aws_clients.lambda_client().invoke(
             FunctionName=context.invoked_function_arn,

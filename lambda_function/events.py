@@ -13,11 +13,12 @@ import json
 import re
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Any
-
-from aws_lambda_powertools.utilities.data_classes import LambdaFunctionUrlEvent
+from typing import TYPE_CHECKING, Any
 
 from errors import MethodNotAllowedError, ValidationError
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.data_classes import LambdaFunctionUrlEvent
 
 MAX_KEY_BYTES = 512
 MAX_KEY_NAMES = 1000
@@ -26,6 +27,7 @@ MAX_BODY_BYTES = 64 * 1024
 SELECTORS = ("key_name", "key_names", "prefix", "all")
 ALLOWED_FIELDS = (*SELECTORS, "cursor", "delete_missing", "continuation")
 ALLOWED_METHODS = ("GET", "POST")
+SCHEDULED_EVENT = "Scheduled Event"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
@@ -81,7 +83,7 @@ def detect_trigger(event: object) -> Trigger:
         context = event.get("requestContext")
         if isinstance(context, dict) and isinstance(context.get("http"), dict):
             return Trigger.FUNCTION_URL
-        if event.get("detail-type") == "Scheduled Event":
+        if event.get("detail-type") == SCHEDULED_EVENT:
             return Trigger.SCHEDULE
     return Trigger.DIRECT
 
@@ -98,8 +100,16 @@ def parse_event(event: object, default_key: str) -> SyncRequest:
     """
     trigger = detect_trigger(event)
     if trigger is Trigger.SCHEDULE:
+        # A rule's constant input can carry a selector in the event's "detail"
+        # (Terraform sends it that way), so that the run keeps schedule semantics.
+        detail = event.get("detail") if isinstance(event, dict) else None
+        if isinstance(detail, dict) and detail:
+            return _request_from(detail, default_key, trigger)
         return SyncRequest(trigger=trigger, key_name=default_key)
     if trigger is Trigger.FUNCTION_URL:
+        # Imported here: the data classes cost cold start on every other trigger.
+        from aws_lambda_powertools.utilities.data_classes import LambdaFunctionUrlEvent
+
         try:
             fields = _function_url_fields(LambdaFunctionUrlEvent(event))  # type: ignore[arg-type]
         except (KeyError, TypeError, AttributeError, ValueError) as exc:

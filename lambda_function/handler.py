@@ -106,6 +106,8 @@ def _sync_many(
     lambda_info: dict[str, Any],
     started: float,
 ) -> dict[str, Any]:
+    # Imported here: single-key invocations, the common case, never load them.
+
     stats = BulkStats()
     logger.append_keys(selector=_selector_label(request))
     try:

@@ -74,6 +74,6 @@ output "schedule_rule_name" {
 }
 
 output "schedule_input" {
-  description = "JSON input the schedule sends to the function (its selector), or null when the schedule sends the Scheduled Event itself (default key) or there is no schedule."
+  description = "JSON event the schedule sends to the function: a Scheduled Event whose detail carries the selector; null when there is no schedule."
   value       = var.sync_schedule_expression == "" ? null : local.schedule_input
 }

@@ -1,7 +1,13 @@
 locals {
-  # The JSON the schedule sends (variables.tf validates its shape), or null for the
-  # Scheduled Event itself.
-  schedule_input = length(var.sync_schedule_input) == 0 ? null : jsonencode(var.sync_schedule_input)
+  # What the schedule sends: a Scheduled Event whose "detail" carries the selector
+  # (variables.tf validates its shape; empty means the default key). Shaped so, the
+  # function keeps schedule semantics for every selector: retryable failures raise,
+  # so Lambda's async retries and the failure queue see them.
+  schedule_input = jsonencode({
+    "detail-type" = "Scheduled Event"
+    source        = "aws.events"
+    detail        = var.sync_schedule_input
+  })
 }
 
 resource "aws_cloudwatch_event_rule" "schedule" {
@@ -20,11 +26,6 @@ resource "aws_cloudwatch_event_target" "schedule" {
   target_id = "sync"
   arn       = aws_lambda_function.sync.arn
 
-  # With no input the function receives the Scheduled Event itself, syncs the
-  # default key and raises on retryable failures, so that Lambda's async retries
-  # and the failure queue see them. A constant input, such as {"key_name": "x"},
-  # {"key_names": [...]}, {"prefix": "flags/"} or {"all": true} (with an optional
-  # "delete_missing"), is treated as a direct invocation with that selector.
   input = local.schedule_input
 }
 

@@ -412,7 +412,7 @@ variable "sync_schedule_expression" {
 }
 
 variable "sync_schedule_input" {
-  description = "Constant input of the schedule: which keys each run syncs. {} sends the EventBridge Scheduled Event itself, which syncs default_key_name. Otherwise one selector, { key_name = \"k\" }, { key_names = [\"a\", \"b\"] } (1 to 1000), { prefix = \"flags/\" } or { all = true }, optionally with delete_missing = true|false (default: the delete_missing variable). The function receives it as a direct invocation."
+  description = "Constant input of the schedule: which keys each run syncs. {} syncs default_key_name. Otherwise one selector, { key_name = \"k\" }, { key_names = [\"a\", \"b\"] } (1 to 1000), { prefix = \"flags/\" } or { all = true }, optionally with delete_missing = true|false (default: the delete_missing variable). The function receives it as the detail of a Scheduled Event, so retryable failures raise for Lambda's retries and the failure queue."
   type        = any
   default     = {}
   nullable    = false
@@ -480,8 +480,8 @@ variable "sync_schedule_input" {
   }
 
   validation {
-    condition     = try(length(jsonencode(var.sync_schedule_input)) <= 8192, false)
-    error_message = "sync_schedule_input, as JSON, must be at most 8192 characters, EventBridge's limit on a target's input; sync a long list of keys by prefix instead."
+    condition     = try(length(jsonencode(var.sync_schedule_input)) <= 8100, false)
+    error_message = "sync_schedule_input, as JSON, must be at most 8100 characters (EventBridge allows 8192 for a target's input, which wraps it in a Scheduled Event); sync a long list of keys by prefix instead."
   }
 }
 

@@ -488,8 +488,13 @@ def test_schedule_invokes_the_function_with_its_input(deployment: Deployment):
     assert rule["ScheduleExpression"] == "rate(1 hour)"
     assert rule["State"] == "ENABLED"
     assert target["Arn"] == deployment.outputs["lambda_function_arn"]
-    assert json.loads(target["Input"]) == SCHEDULE_INPUT
-    assert json.loads(deployment.outputs["schedule_input"]) == SCHEDULE_INPUT
+    sent = json.loads(target["Input"])
+    assert sent == {
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "detail": SCHEDULE_INPUT,
+    }
+    assert json.loads(deployment.outputs["schedule_input"]) == sent
 
 
 def test_a_second_plan_shows_no_drift(deployment: Deployment):
@@ -916,14 +921,20 @@ def test_bad_variable_values_fail_at_plan_with_clear_messages(
 
 # Each selector shape: the input the schedule gets, and what the function makes of it.
 # ({"prefix": ...} is the applied one.)
-SCHEDULE_SHAPES: list[tuple[dict[str, Any], dict[str, Any] | None]] = [
-    ({}, None),  # no input: the Scheduled Event itself
+SCHEDULE_SHAPES: list[tuple[dict[str, Any], dict[str, Any]]] = [
+    ({}, {"key_name": "redirect-all-users-to-essentials"}),  # empty detail: the default key
     ({"key_name": "classic-domain"}, {"key_name": "classic-domain"}),
     ({"key_names": ["a", "b/c"], "delete_missing": False}, {"key_names": ["a", "b/c"]}),
     ({"prefix": "flags/"}, {"prefix": "flags/"}),
     ({"all": True, "delete_missing": True}, {"all": True}),
     ({"delete_missing": True}, {"key_name": "redirect-all-users-to-essentials"}),
 ]
+
+
+def scheduled_event(detail: dict[str, Any]) -> dict[str, Any]:
+    """The event the schedule sends for a ``sync_schedule_input``."""
+    return {"detail-type": "Scheduled Event", "source": "aws.events", "detail": detail}
+
 
 # Answers of the mocked provider that the configuration needs to be well formed.
 MOCK_PROVIDER = """\
@@ -959,14 +970,10 @@ def schedule_shapes_test_file(package_path: str) -> str:
         '  sync_schedule_expression = "rate(1 day)"\n'
         "}\n",
     ]
-    for index, (schedule_input, selector) in enumerate(SCHEDULE_SHAPES):
+    for index, (schedule_input, _) in enumerate(SCHEDULE_SHAPES):
         sent = "aws_cloudwatch_event_target.schedule[0].input"
-        if selector is None:
-            condition = f"{sent} == null"
-        else:
-            condition = (
-                f"jsondecode({sent}) == jsondecode({json.dumps(json.dumps(schedule_input))})"
-            )
+        expected = json.dumps(json.dumps(scheduled_event(schedule_input)))
+        condition = f"jsondecode({sent}) == jsondecode({expected})"
         blocks.append(
             f'run "shape_{index}" {{\n'
             "  command = plan\n"
@@ -1003,13 +1010,12 @@ def test_plan_puts_each_schedule_selector_into_the_rule_target_input(
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert f"{len(SCHEDULE_SHAPES)} passed, 0 failed" in result.stdout
     for schedule_input, selector in SCHEDULE_SHAPES:
-        if selector is None:
-            continue
         # what the target sends, as the function's own event parser reads it
         request = events.parse_event(
-            json.loads(json.dumps(schedule_input)), "redirect-all-users-to-essentials"
+            scheduled_event(schedule_input), "redirect-all-users-to-essentials"
         )
         assert request.selector() == selector
+        assert request.trigger is events.Trigger.SCHEDULE
         assert request.delete_missing == schedule_input.get("delete_missing")
 
 
@@ -1070,7 +1076,7 @@ def test_bad_schedule_inputs_fail_validation_and_the_function_rejects_them_too(
     tf.write_vars({"sync_schedule_input": TOO_LONG_INPUT}, name="long.tfvars.json")
     result = tf.run("plan", "-input=false", "-var-file=long.tfvars.json", check=False)
     assert result.returncode != 0
-    assert "must be at most 8192 characters" in " ".join(result.stderr.split())
+    assert "must be at most 8100 characters" in " ".join(result.stderr.split())
 
 
 def test_inconsistent_timeouts_fail_at_plan(deployment: Deployment, tmp_path: Path):

@@ -53,9 +53,35 @@ def request(event: dict[str, Any]) -> SyncRequest:
     return parse_event(event, "redirect-all-users-to-essentials")
 
 
-def payload(call: dict[str, Any]) -> dict[str, Any]:
+def sent_event(call: dict[str, Any]) -> dict[str, Any]:
+    """The whole event the continuation was invoked with."""
     data: dict[str, Any] = json.loads(call["Payload"])
     return data
+
+
+def payload(call: dict[str, Any]) -> dict[str, Any]:
+    """The selector and continuation fields, carried in a scheduled event's detail."""
+    data: dict[str, Any] = sent_event(call)["detail"]
+    return data
+
+
+def test_continuation_is_shaped_like_a_scheduled_event(monkeypatch, invokes):
+    # GIVEN self-continuation on and an unfinished prefix run
+    stubber, calls = invokes
+    current = settings(monkeypatch, SELF_INVOKE_CONTINUATION="true")
+    expect_invoke(stubber)
+
+    # WHEN it is continued
+    continue_run(request({"prefix": "flags/"}), CURSOR, current, context())
+
+    # THEN the event is a scheduled one: nobody waits for an asynchronous reply, so
+    # retryable failures of the continued run raise for Lambda's retries
+    event = sent_event(calls[0])
+    assert event["detail-type"] == "Scheduled Event"
+    assert event["source"] == "kv-sync.continuation"
+    following = request(event)
+    assert following.trigger.value == "schedule"
+    assert following.prefix == "flags/"
 
 
 def context(arn: str = FUNCTION_ARN) -> Any:
@@ -156,7 +182,7 @@ def test_payload_is_an_event_the_function_accepts(monkeypatch, invokes):
 
     # WHEN the continuation's payload is parsed as the next invocation will parse it
     continue_run(original, CURSOR, current, context())
-    following = request(payload(calls[0]))
+    following = request(sent_event(calls[0]))
 
     # THEN it is the same sync, one step further
     assert following.key_names == ("x", "y")

@@ -711,3 +711,34 @@ def test_selector_leaves_out_cursor_and_options():
     # WHEN its selector is taken
     # THEN only the selector itself is there
     assert request.selector() == {"prefix": "flags/"}
+
+
+@pytest.mark.parametrize(
+    ("detail", "expected"),
+    [
+        ({"prefix": "flags/"}, {"prefix": "flags/"}),
+        ({"key_names": ["a", "b"], "delete_missing": True}, {"key_names": ["a", "b"]}),
+        ({"all": True}, {"all": True}),
+        ({"key_name": "classic-domain"}, {"key_name": "classic-domain"}),
+        ({}, {"key_name": "redirect-all-users-to-essentials"}),
+    ],
+    ids=["prefix", "key_names", "all", "key_name", "empty"],
+)
+def test_scheduled_event_detail_carries_the_selector(detail, expected):
+    # GIVEN a scheduled rule whose constant input puts a selector in "detail"
+    event = {**load_event("scheduledEvent.json"), "detail": detail}
+
+    # WHEN it is parsed
+    request = parse(event)
+
+    # THEN the selector applies, and the run keeps schedule semantics (raise to retry)
+    assert request.selector() == expected
+    assert request.trigger.value == "schedule"
+
+
+def test_scheduled_event_detail_is_validated_like_an_event():
+    event = {**load_event("scheduledEvent.json"), "detail": {"prefix": "a", "all": True}}
+
+    error = rejected(event)
+
+    assert "Use only one of" in error.message
