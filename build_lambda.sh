@@ -2,6 +2,7 @@
 # Build the Lambda deployment zip from lambda_function/ and requirements.txt.
 #
 #   ./build_lambda.sh [--arch arm64|x86_64] [--python-version 3.12] [--output PATH] [--include-sdk]
+#                     [--no-precompile]
 #
 # * Dependencies are wheels for the Lambda platform (manylinux2014, the chosen
 #   architecture and Python), never the build machine's: pip install --platform ...
@@ -9,17 +10,23 @@
 # * boto3, botocore, s3transfer and jmespath come with the Lambda runtime, and so do
 #   botocore's own dependencies python-dateutil and six: they are left out unless
 #   --include-sdk is given.
-# * No .pyc, __pycache__, tests, type stubs, console scripts or install records; each
-#   dist-info keeps only METADATA, top_level.txt and licence files.
+# * No tests, type stubs, console scripts or install records; each dist-info keeps only
+#   METADATA, top_level.txt and licence files.
+# * Byte-code: Lambda's /var/task is read-only, so modules shipped without .pyc are
+#   compiled on every cold start. When a CPython of the target version is at hand
+#   (COMPILE_PYTHON, else python3.12 on PATH, else pyenv's), every module is compiled
+#   with it (unchecked-hash .pyc, paths as /var/task/...); otherwise, or with
+#   --no-precompile, the zip holds sources only. Never .pyc of another Python.
 # * Deterministic: entries sorted, timestamps fixed at 1980-01-01, permissions fixed
 #   (0755 for shared objects, 0644 otherwise), so the same sources and requirements
 #   give a byte-identical zip and Terraform's source_code_hash does not churn.
 #
-# Environment: PYTHON (default python3) runs pip and the zip step.
+# Environment: PYTHON (default python3) runs pip and the zip step; COMPILE_PYTHON
+# names the interpreter that byte-compiles (it must be CPython --python-version).
 set -euo pipefail
 
 usage() {
-  sed -n '2,4p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,5p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 die() {
@@ -32,6 +39,7 @@ ARCH="arm64"
 PY_VERSION="3.12"
 OUTPUT="$ROOT/lambda_function.zip"
 INCLUDE_SDK=0
+PRECOMPILE=1
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -42,6 +50,7 @@ while [ $# -gt 0 ]; do
     --output|-o) [ $# -ge 2 ] || die "--output needs a value"; OUTPUT="$2"; shift 2 ;;
     --output=*) OUTPUT="${1#*=}"; shift ;;
     --include-sdk) INCLUDE_SDK=1; shift ;;
+    --no-precompile) PRECOMPILE=0; shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument: $1" ;;
   esac
@@ -71,6 +80,32 @@ case "$OUTPUT" in
 esac
 mkdir -p "$(dirname "$OUTPUT")"
 
+# The interpreter that byte-compiles: exactly CPython $PY_VERSION, or none.
+find_compile_python() {
+  local candidate version
+  for candidate in "${COMPILE_PYTHON:-}" "python$PY_VERSION" \
+    $(command -v pyenv >/dev/null 2>&1 && ls -d "$(pyenv root)/versions/$PY_VERSION".*/bin/"python$PY_VERSION" 2>/dev/null | sort -V -r); do
+    [ -n "$candidate" ] || continue
+    version=$("$candidate" -c 'import sys; print("%s %d.%d" % (sys.implementation.name, *sys.version_info[:2]))' 2>/dev/null) || continue
+    if [ "$version" = "cpython $PY_VERSION" ]; then
+      echo "$candidate"
+      return 0
+    fi
+  done
+  return 1
+}
+COMPILER=""
+if [ "$PRECOMPILE" = 1 ]; then
+  if COMPILER="$(find_compile_python)"; then
+    echo "Byte-compiling with $COMPILER"
+  else
+    COMPILER=""
+    echo "build_lambda.sh: warning: no CPython $PY_VERSION found (set COMPILE_PYTHON); shipping sources without .pyc, which costs cold start" >&2
+  fi
+elif [ -n "${COMPILE_PYTHON:-}" ]; then
+  echo "build_lambda.sh: --no-precompile given: ignoring COMPILE_PYTHON" >&2
+fi
+
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 PACKAGE="$WORK/package"
@@ -95,18 +130,20 @@ for source in "$ROOT"/lambda_function/*.py; do
   cp "$source" "$PACKAGE/"
 done
 
-"$PYTHON" - "$PACKAGE" "$OUTPUT" "$INCLUDE_SDK" <<'PY'
-"""Prune the installed tree and write a deterministic zip."""
+"$PYTHON" - "$PACKAGE" "$OUTPUT" "$INCLUDE_SDK" "$COMPILER" <<'PY'
+"""Prune the installed tree, byte-compile it if asked, and write a deterministic zip."""
 
 import os
 import re
 import shutil
 import stat
+import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
 package, output, include_sdk = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3] == "1"
+compiler = sys.argv[4]
 
 # Provided by the Lambda Python runtime.
 SDK = {"boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six", "python_dateutil"}
@@ -154,6 +191,16 @@ for dirpath, dirnames, filenames in os.walk(package, topdown=True):
             if not KEEP_IN_DIST_INFO.match(path.relative_to(dist_info).as_posix()):
                 path.unlink()
 
+if compiler:
+    # unchecked-hash: no source mtimes inside, so the .pyc are reproducible and
+    # Lambda never re-checks them; a fixed hash seed keeps set constants in order.
+    subprocess.run(
+        [compiler, "-m", "compileall", "-q", "-j0", "--invalidation-mode", "unchecked-hash",
+         "-s", str(package), "-p", "/var/task", str(package)],
+        check=True,
+        env={**os.environ, "PYTHONHASHSEED": "0"},
+    )
+
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 files = sorted(
     (p for p in package.rglob("*") if p.is_file() and not p.is_symlink()),
@@ -174,4 +221,4 @@ print(f"{len(files)} files")
 PY
 
 SIZE_BYTES=$(wc -c < "$OUTPUT" | tr -d ' ')
-echo "Built $OUTPUT for $ARCH (CPython $PY_VERSION$([ "$INCLUDE_SDK" = 1 ] && echo ', AWS SDK included')): $SIZE_BYTES bytes ($(( (SIZE_BYTES + 1023) / 1024 )) KiB)"
+echo "Built $OUTPUT for $ARCH (CPython $PY_VERSION$([ "$INCLUDE_SDK" = 1 ] && echo ', AWS SDK included')$([ -n "$COMPILER" ] && echo ', byte-compiled')): $SIZE_BYTES bytes ($(( (SIZE_BYTES + 1023) / 1024 )) KiB)"

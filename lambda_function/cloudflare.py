@@ -271,7 +271,7 @@ class KVClient:
 
     def _get_raw(self, key: str) -> KVEntry:
         segment = encode_key(key)
-        value_response = self._call("GET", f"{self._namespace_url}/values/{segment}")
+        value_response = self._call("GET", f"{self._namespace_url}/values/{segment}", raw=True)
         metadata_response = self._call("GET", f"{self._namespace_url}/metadata/{segment}")
         return KVEntry(
             key=key,
@@ -295,7 +295,9 @@ class KVClient:
         json_body: object | None = None,
         passthrough: set[int] | None = None,
         not_found: NotFoundFactory | None = None,
+        raw: bool = False,
     ) -> requests.Response:
+        """One API call with retries; ``raw`` replies are bytes, the others JSON envelopes."""
         retrying = Retrying(
             retry=retry_if_exception(lambda exc: isinstance(exc, SyncError) and exc.is_retryable),
             wait=self._wait,
@@ -306,7 +308,9 @@ class KVClient:
         )
         for attempt in retrying:
             with attempt:
-                return self._attempt(method, url, json_body, passthrough or set(), not_found)
+                return self._attempt(
+                    method, url, json_body, passthrough or set(), not_found, raw=raw
+                )
         raise AssertionError("unreachable: tenacity either returns or raises")
 
     def _attempt(
@@ -316,6 +320,8 @@ class KVClient:
         json_body: object | None,
         passthrough: set[int],
         not_found: NotFoundFactory | None,
+        *,
+        raw: bool,
     ) -> requests.Response:
         budget = self._deadline.budget()
         if budget < MIN_ATTEMPT_S:
@@ -350,7 +356,12 @@ class KVClient:
                 f"Connection to Cloudflare failed ({type(exc).__name__}); it will be retried"
             ) from None
         try:
-            return _check_status(response, passthrough, not_found)
+            checked = _check_status(response, passthrough, not_found)
+            if checked.ok and not raw:
+                # Read JSON replies inside the attempt, so that a garbled body (an
+                # HTML page from a proxy, a cut-off envelope) is retried too.
+                _envelope(checked)
+            return checked
         except SyncError as exc:
             # Cloudflare's error text is quoted in messages; it may echo the token.
             exc.message = redact(exc.message)
@@ -442,16 +453,20 @@ def _describe_errors(response: requests.Response) -> str:
 
 
 def _envelope(response: requests.Response) -> dict[str, Any]:
-    """A successful Cloudflare JSON envelope, numbers kept exact."""
+    """A successful Cloudflare JSON envelope, numbers kept exact (parsed once)."""
+    cached: dict[str, Any] | None = getattr(response, "kv_envelope", None)
+    if cached is not None:
+        return cached
     try:
         body = json.loads(response.content, parse_float=Decimal)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ApiError(
             f"Cloudflare returned a body that is not JSON (HTTP {response.status_code})",
             is_retryable=True,
         ) from None
     if not isinstance(body, dict) or body.get("success") is not True:
         raise ApiError(f"Cloudflare reported failure{_describe_errors(response)}")
+    response.kv_envelope = body  # type: ignore[attr-defined]
     return body
 
 

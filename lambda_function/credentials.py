@@ -132,6 +132,11 @@ def parse_credentials(raw: str | bytes | None, secret_name: str) -> CloudflareCr
         raise ConfigurationError(
             f"Secret '{secret_name}' is missing or has empty fields: {', '.join(missing)}"
         )
+    if re.search(r"[\s\x00-\x1f\x7f]", data["api_token"].strip()):
+        # A token pasted with a line break would make an invalid header, every time.
+        raise ConfigurationError(
+            f"Secret '{secret_name}' has whitespace or control characters inside api_token"
+        )
     # kv_namespace is a free-form title ("todo" is a fine name): only unmistakable
     # template markers count as placeholders there.
     placeholders = [

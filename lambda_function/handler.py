@@ -114,6 +114,7 @@ def _sync_many(
         with subsegment("sync_many"):
             result = sync_many(request, settings, deadline, stats)
     except Exception as exc:
+        _emit(stats.calls.api_calls, stats.calls.retries, stats.dynamodb_writes, stats.value_bytes)
         partial = bulk_statistics(stats, _elapsed_ms(started), request.cursor, complete=False)
         return _fail(_as_sync_error(exc), request.trigger, partial)
 

@@ -250,16 +250,16 @@ CLOUDFLARE_CASES = [
         502,
         3,
     ),
-    # a 2xx whose body is not JSON: reported as retryable, but the body is read after the
-    # retry loop, so it is left to the caller (or Lambda, for a schedule) to retry
+    # a 2xx whose body is not JSON (a proxy's page): retried like a 5xx, then reported
     Case(
         "html-page-with-200",
         fault(html_body=True, status=200, times=-1),
         "API_ERROR",
         True,
         502,
-        1,
+        3,
     ),
+    Case("html-page-with-200-once", fault(html_body=True, status=200, times=1), None, None, 200, 2),
     Case(
         "success-false-envelope", fault(envelope_failure=True, times=-1), "API_ERROR", False, 502, 1
     ),

@@ -89,6 +89,29 @@ def test_two_builds_are_byte_identical(builds: Builds):
     assert builds.first.read_bytes() == builds.second.read_bytes()
 
 
+def test_byte_code_is_for_the_runtime_and_never_checked_against_sources(builds: Builds):
+    # GIVEN the default build, byte-compiled when a CPython 3.12 is at hand
+    with zipfile.ZipFile(builds.first) as archive:
+        pycs = [n for n in archive.namelist() if n.endswith(".pyc")]
+        if "byte-compiled" not in builds.output:
+            # THEN without one it ships sources only, and says why
+            assert pycs == []
+            pytest.skip("no CPython 3.12 on this machine: the build shipped sources only")
+        handler = archive.read("__pycache__/handler.cpython-312.pyc")
+
+    # THEN every module has its .pyc, hash-based and unchecked (flags 0b01), so
+    # the zip stays reproducible and Lambda loads them without reading sources
+    assert len(pycs) > 100
+    assert int.from_bytes(handler[4:8], "little") == 0b01
+
+
+def test_no_precompile_ships_sources_only(tmp_path: Path):
+    build(tmp_path / "plain.zip", "--no-precompile")
+
+    with zipfile.ZipFile(tmp_path / "plain.zip") as archive:
+        assert not any(n.endswith(".pyc") for n in archive.namelist())
+
+
 def test_build_prints_the_zip_size(builds: Builds):
     size = builds.first.stat().st_size
 
@@ -118,15 +141,24 @@ def test_zip_holds_the_function_and_its_dependencies_but_not_the_sdk_or_junk(bui
 
     for source in LAMBDA_DIR.glob("*.py"):
         assert source.name in names, source.name
-    for package in ("aws_lambda_powertools", "aws_xray_sdk", "requests", "tenacity", "urllib3"):
+    for package in ("aws_lambda_powertools", "requests", "tenacity", "urllib3"):
         assert package in top, package
     for sdk in SDK_TOP_LEVEL:
         assert sdk not in top, sdk
     assert not any(t.startswith(("boto3-", "botocore-", "s3transfer-", "jmespath-")) for t in top)
+    sources = set(names)
     for name in names:
         parts = name.split("/")
-        assert not name.endswith((".pyc", ".pyo")), name
-        assert "__pycache__" not in parts and "tests" not in parts, name
+        assert not name.endswith(".pyo"), name
+        if name.endswith(".pyc"):
+            # byte-code only for the runtime's CPython, beside the module it belongs to
+            assert parts[-2] == "__pycache__", name
+            assert name.endswith(".cpython-312.pyc"), name
+            module = "/".join([*parts[:-2], parts[-1].split(".")[0] + ".py"])
+            assert module in sources, name
+        else:
+            assert "__pycache__" not in parts, name
+        assert "tests" not in parts, name
         assert parts[0] != "bin", name
         if parts[0].endswith(".dist-info"):
             assert parts[-1] not in {"RECORD", "INSTALLER", "REQUESTED", "direct_url.json"}, name

@@ -752,7 +752,10 @@ def test_handler_continues_a_long_run_by_invoking_its_own_function(
     assert continuing["data"]["continued"] is True
     assert invocation["FunctionName"] == deployment.outputs["lambda_function_arn"]
     assert invocation["InvocationType"] == "Event"
-    payload = json.loads(invocation["Payload"])
+    sent = json.loads(invocation["Payload"])
+    # a scheduled event, so the continued run's retryable failures raise for Lambda
+    assert sent["detail-type"] == "Scheduled Event"
+    payload = sent["detail"]
     assert payload["prefix"] == "flags/"
     assert payload["cursor"] == continuing["data"]["next_cursor"]
     assert payload["continuation"] == 1

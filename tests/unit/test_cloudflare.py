@@ -298,3 +298,18 @@ def test_one_session_is_shared_by_every_client():
     first, _ = make_client()
     second, _ = make_client()
     assert first._session is second._session is cloudflare.SESSION
+
+
+def test_garbled_success_body_is_retried_within_the_call(cf):
+    # GIVEN a proxy answering 200 with an HTML page once, then the real envelope
+    cf.post(BULK_GET_URL, body="<html>maintenance</html>", content_type="text/html")
+    cf.post(BULK_GET_URL, json=bulk_get_reply("k", "v"))
+    client, slept = make_client()
+
+    # WHEN fetched
+    entry = client.get_entry("k")
+
+    # THEN the garbled answer was retried like a 5xx
+    assert entry.value == b"v"
+    assert client.stats.retries == 1
+    assert len(slept) == 1

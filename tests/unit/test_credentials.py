@@ -565,3 +565,18 @@ def test_error_messages_never_contain_the_token_in_any_failure(secret):
     assert len(messages) == len(broken)
     for message in messages:
         assert TOKEN not in message
+
+
+@pytest.mark.parametrize(
+    "token", ["pasted-token\nsecond-line", "tab\tinside-token", "space inside"]
+)
+def test_token_with_whitespace_inside_is_a_configuration_error(secret, token):
+    # GIVEN a token pasted with a line break or other whitespace inside it
+    put_secret({**SECRET_VALUE, "api_token": token})
+
+    # WHEN the credentials are loaded
+    error = config_error()
+
+    # THEN the field is named and its value is not shown
+    assert "api_token" in error.message
+    assert token not in error.message
