@@ -171,6 +171,7 @@ def query_states(
     """Stored state of every record whose sort key is in ``[low, high]``."""
     states: dict[str, StoredState] = {}
     kwargs: dict[str, Any] = {
+        "TableName": table_name,
         "KeyConditionExpression": "pk = :pk AND sk BETWEEN :low AND :high",
         "ExpressionAttributeValues": {
             ":pk": {"S": pk},
@@ -197,39 +198,41 @@ def delete_if_older(table_name: str, pk: str, sk: str, seen_missing_at: str) -> 
     Returns ``False`` when the record was (re)written after ``seen_missing_at``
     (or is already gone), so a key re-created meanwhile is never lost.
     """
-    try:
-        run_within_deadline(
-            dynamodb_client().delete_item,
-            TableName=table_name,
-            Key={"pk": {"S": pk}, "sk": {"S": sk}},
-            ConditionExpression="attribute_exists(pk) AND #synced_at < :seen",
-            ExpressionAttributeNames={"#synced_at": "synced_at"},
-            ExpressionAttributeValues={":seen": {"S": seen_missing_at}},
-        )
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        if code == "ConditionalCheckFailedException":
-            return False
-        raise _storage_error(table_name, code, str(exc)) from None
-    except BotoCoreError as exc:
-        raise StorageError(
-            f"Could not reach DynamoDB ({type(exc).__name__})", is_retryable=True
-        ) from None
-    return True
+    return _conditional(
+        "delete_item",
+        TableName=table_name,
+        Key={"pk": {"S": pk}, "sk": {"S": sk}},
+        ConditionExpression="attribute_exists(pk) AND #synced_at < :seen",
+        ExpressionAttributeNames={"#synced_at": "synced_at"},
+        ExpressionAttributeValues={":seen": {"S": seen_missing_at}},
+    )
 
 
 def _call(operation: str, table_name: str, **kwargs: Any) -> Any:
+    """One DynamoDB call under the Lambda deadline, its errors typed (for ``table_name``)."""
     try:
-        if operation == "query":
-            return run_within_deadline(dynamodb_client().query, TableName=table_name, **kwargs)
         return run_within_deadline(getattr(dynamodb_client(), operation), **kwargs)
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
         raise _storage_error(table_name, code, str(exc)) from None
     except BotoCoreError as exc:
         raise StorageError(
-            f"Could not reach DynamoDB ({type(exc).__name__})", is_retryable=True
+            f"Could not reach DynamoDB ({type(exc).__name__}); it may be retried",
+            is_retryable=True,
         ) from None
+
+
+def _conditional(operation: str, **kwargs: Any) -> bool:
+    """A conditional write; ``False`` when its condition did not hold."""
+    try:
+        _call(operation, kwargs["TableName"], **kwargs)
+    except _ConditionFailed:
+        return False
+    return True
+
+
+class _ConditionFailed(Exception):
+    """A conditional write's condition did not hold (not an error for callers)."""
 
 
 def _state(item: dict[str, Any]) -> StoredState:
@@ -262,24 +265,12 @@ def _put_if_as_read(table_name: str, record: Record, seen: StoredState | None) -
         }
     else:
         return False
-    try:
-        run_within_deadline(
-            dynamodb_client().put_item,
-            TableName=table_name,
-            Item={name: _serializer.serialize(value) for name, value in item.items()},
-            **condition,
-        )
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        if code == "ConditionalCheckFailedException":
-            return False
-        raise _storage_error(table_name, code, str(exc)) from None
-    except BotoCoreError as exc:
-        raise StorageError(
-            f"Could not reach DynamoDB ({type(exc).__name__}); it will be retried",
-            is_retryable=True,
-        ) from None
-    return True
+    return _conditional(
+        "put_item",
+        TableName=table_name,
+        Item={name: _serializer.serialize(value) for name, value in item.items()},
+        **condition,
+    )
 
 
 def _unprocessed_error(retry_state: RetryCallState) -> Any:
@@ -326,30 +317,20 @@ def _update(table_name: str, record: Record, *, full: bool) -> bool:
     expression = "SET " + ", ".join(sets)
     if removes:
         expression += " REMOVE " + ", ".join(removes)
-    try:
-        run_within_deadline(
-            dynamodb_client().update_item,
-            TableName=table_name,
-            Key={"pk": {"S": record.pk}, "sk": {"S": record.sk}},
-            UpdateExpression=expression,
-            ConditionExpression=condition,
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues={k: _serializer.serialize(v) for k, v in values.items()},
-        )
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        if code == "ConditionalCheckFailedException":
-            return False
-        raise _storage_error(table_name, code, str(exc)) from None
-    except BotoCoreError as exc:
-        raise StorageError(
-            f"Could not reach DynamoDB ({type(exc).__name__}); it will be retried",
-            is_retryable=True,
-        ) from None
-    return True
+    return _conditional(
+        "update_item",
+        TableName=table_name,
+        Key={"pk": {"S": record.pk}, "sk": {"S": record.sk}},
+        UpdateExpression=expression,
+        ConditionExpression=condition,
+        ExpressionAttributeNames=names,
+        ExpressionAttributeValues={k: _serializer.serialize(v) for k, v in values.items()},
+    )
 
 
 def _storage_error(table_name: str, code: str, text: str) -> Exception:
+    if code == "ConditionalCheckFailedException":
+        return _ConditionFailed()
     if code == "ResourceNotFoundException":
         return ConfigurationError(
             f"DynamoDB table '{table_name}' does not exist; check DYNAMODB_TABLE_NAME"
