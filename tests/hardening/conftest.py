@@ -215,6 +215,7 @@ def probe(
 ) -> Iterator[Probe]:
     """Capture logs (at DEBUG), EMF, replies and the X-Ray documents of one test."""
     import observability
+    import xray
     from observability import logger
 
     found = Probe(capsys=capsys, caplog=caplog)
@@ -230,7 +231,7 @@ def probe(
         """What ``observability`` uses of Powertools' Tracer: ``provider``, ``put_annotation``."""
 
         def __init__(self) -> None:
-            self.provider = observability.XRayProvider(f"127.0.0.1:{daemon.getsockname()[1]}")
+            self.provider = xray.XRayProvider(f"127.0.0.1:{daemon.getsockname()[1]}")
 
         def put_annotation(self, key: str, value: Any) -> None:
             self.provider.put_annotation(key, value)
@@ -238,7 +239,7 @@ def probe(
     recording = RecordingTracer()
     monkeypatch.setattr(observability, "tracer", lambda: recording)
     # a sampled invocation, as Lambda sets it, so every subsegment is emitted
-    monkeypatch.setenv(observability.TRACE_HEADER_ENV, TRACE_HEADER)
+    monkeypatch.setenv(xray.TRACE_HEADER_ENV, TRACE_HEADER)
 
     log_handler: Any = logger.registered_handler
     previous_stream, previous_level = log_handler.stream, logger.log_level
