@@ -10,12 +10,18 @@ from botocore.config import Config
 
 # Standard retry mode retries throttling and 5xx with backoff; configured once here
 # so every call the function makes gets the same policy.
+CONNECT_TIMEOUT_S = 3
+READ_TIMEOUT_S = 10
+MAX_ATTEMPTS = 5
 _BOTO_CONFIG = Config(
-    retries={"mode": "standard", "max_attempts": 5},
-    connect_timeout=3,
-    read_timeout=10,
+    retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
+    connect_timeout=CONNECT_TIMEOUT_S,
+    read_timeout=READ_TIMEOUT_S,
     tcp_keepalive=True,
 )
+# The longest one SDK call can take before botocore itself gives up: every attempt
+# timing out, plus standard mode's backoff between them (1 + 2 + 4 + 8 s at most).
+WORST_CASE_CALL_S = MAX_ATTEMPTS * (CONNECT_TIMEOUT_S + READ_TIMEOUT_S) + 15
 
 
 @cache

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import email.utils
 import json
+import os
 import threading
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
+from urllib.request import getproxies
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -65,6 +67,15 @@ def _new_session() -> requests.Session:
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     session.headers["User-Agent"] = "kv-sync/1.0"
+    if not getproxies():
+        # With trust_env, requests re-reads the environment (proxies, ~/.netrc, CA
+        # bundle) on every request: about 0.7 ms a call. Without proxies to honour,
+        # read the CA bundle setting once instead; the environment does not change
+        # within a container.
+        session.trust_env = False
+        session.verify = (
+            os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        )
     return session
 
 

@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
+from aws_clients import WORST_CASE_CALL_S
 from errors import DeadlineError
 
 if TYPE_CHECKING:
@@ -76,14 +77,17 @@ def run_within_deadline(call: Callable[P, T], *args: P.args, **kwargs: P.kwargs)
 
     botocore's own timeouts and retries (seconds each) know nothing of the
     Lambda deadline; a hung or throttled service would otherwise keep the
-    function running until Lambda kills it without a reply. The call runs on a
-    worker thread; if it has not returned when the deadline (less the time to
-    reply) comes, ``DeadlineError`` is raised and the call is abandoned.
+    function running until Lambda kills it without a reply. When botocore's worst
+    case could outlast the time left, the call runs on a worker thread; if it has
+    not returned when the deadline (less the time to reply) comes,
+    ``DeadlineError`` is raised and the call is abandoned. With more time left
+    than that, it runs inline.
     """
     deadline = _current
-    if deadline is None or deadline.remaining() == float("inf"):
+    wait = deadline.remaining() - REPLY_MARGIN_S if deadline is not None else float("inf")
+    if wait > WORST_CASE_CALL_S:
+        # botocore gives up in time on its own: no worker thread on the warm path.
         return call(*args, **kwargs)
-    wait = deadline.remaining() - REPLY_MARGIN_S
     if wait <= 0:
         raise DeadlineError("No time left before the Lambda deadline to call AWS")
     global _executor  # noqa: PLW0603 - created on first use, reused by warm invocations

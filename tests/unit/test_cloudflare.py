@@ -313,3 +313,32 @@ def test_garbled_success_body_is_retried_within_the_call(cf):
     assert entry.value == b"v"
     assert client.stats.retries == 1
     assert len(slept) == 1
+
+
+def test_session_reads_the_environment_once_when_no_proxy_is_set(monkeypatch):
+    # GIVEN no proxy variables and a custom CA bundle
+    for name in (
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/custom.pem")
+
+    # WHEN the container's session is made
+    session = cloudflare._new_session()
+
+    # THEN requests does not re-scan the environment per request, and the bundle holds
+    assert session.trust_env is False
+    assert session.verify == "/etc/ssl/custom.pem"
+
+
+def test_session_honours_proxies_from_the_environment(monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+
+    session = cloudflare._new_session()
+
+    assert session.trust_env is True

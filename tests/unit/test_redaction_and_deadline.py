@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+import aws_clients
 import deadline
 import errors
 import redaction
@@ -69,6 +70,20 @@ def test_a_call_that_outlives_the_deadline_is_abandoned_in_time():
     assert elapsed < 0.6 - deadline.REPLY_MARGIN_S + 0.1
     assert raised.value.type == "TIMEOUT"
     assert raised.value.is_retryable is True
+
+
+def test_with_more_time_than_botocore_can_take_calls_run_inline():
+    # GIVEN more time left than botocore's timeouts and retries can use up
+    deadline.activate(limit(int((aws_clients.WORST_CASE_CALL_S + 5) * 1000)))
+
+    # THEN the call runs on the invocation's own thread (no hand-off cost)
+    assert deadline.run_within_deadline(threading.current_thread) is threading.current_thread()
+
+
+def test_near_the_deadline_calls_run_on_a_guarded_thread():
+    deadline.activate(limit(5_000))
+
+    assert deadline.run_within_deadline(threading.current_thread) is not threading.current_thread()
 
 
 def test_a_call_that_finishes_in_time_returns_its_result():
