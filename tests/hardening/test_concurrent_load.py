@@ -36,6 +36,7 @@ import boto3
 import pytest
 from boto3.dynamodb.types import TypeDeserializer
 
+from local import aws_setup
 from tests.hardening import _load_worker
 from tests.integration.conftest import TOKEN, LambdaLikeContext
 
@@ -81,18 +82,8 @@ def load_stack(
     suffix = uuid.uuid4().hex[:8]
     table, secret = f"load-{suffix}", f"load-{suffix}"
     dynamodb = boto3.client("dynamodb", endpoint_url=serial_moto_url)
-    dynamodb.create_table(
-        TableName=table,
-        KeySchema=[
-            {"AttributeName": "pk", "KeyType": "HASH"},
-            {"AttributeName": "sk", "KeyType": "RANGE"},
-        ],
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "S"},
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    # the table as Terraform makes it
+    aws_setup.create_table(dynamodb, table, point_in_time_recovery=False)
     ns = kv_emulator.test_namespace_id
     kv_emulator.set_tokens([TOKEN])
     boto3.client("secretsmanager", endpoint_url=serial_moto_url).create_secret(

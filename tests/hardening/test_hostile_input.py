@@ -17,6 +17,7 @@ from typing import Any
 import boto3
 import pytest
 
+from local import aws_setup
 from tests.conftest import load_event
 from tests.hardening.conftest import Probe
 from tests.integration.conftest import TOKEN, LambdaLikeContext
@@ -53,18 +54,8 @@ def quiet(moto_server_url: str) -> Iterator[Quiet]:
     with KVEmulator(tokens=[TOKEN]) as emulator, pytest.MonkeyPatch.context() as patch:
         namespace_id = emulator.create_namespace("hostile")
         dynamodb = boto3.client("dynamodb", endpoint_url=moto_server_url)
-        dynamodb.create_table(
-            TableName=table,
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        # the table as Terraform makes it
+        aws_setup.create_table(dynamodb, table, point_in_time_recovery=False)
         secrets = boto3.client("secretsmanager", endpoint_url=moto_server_url)
         secrets.create_secret(
             Name=secret,

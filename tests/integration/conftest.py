@@ -11,6 +11,8 @@ from typing import Any
 import boto3
 import pytest
 
+from local import aws_setup
+
 TOKEN = "integration-token-8f3k2m"
 
 
@@ -99,18 +101,8 @@ def stack(
     credentials.reset_cache()
 
     dynamodb = boto3.client("dynamodb", endpoint_url=moto_server_url)
-    dynamodb.create_table(
-        TableName=table,
-        KeySchema=[
-            {"AttributeName": "pk", "KeyType": "HASH"},
-            {"AttributeName": "sk", "KeyType": "RANGE"},
-        ],
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "S"},
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    # the table as Terraform makes it
+    aws_setup.create_table(dynamodb, table, point_in_time_recovery=False)
     secrets = boto3.client("secretsmanager", endpoint_url=moto_server_url)
     secrets.create_secret(Name=secret)
     kv_emulator.set_tokens([TOKEN])

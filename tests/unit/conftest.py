@@ -13,6 +13,8 @@ import pytest
 import responses
 from moto import mock_aws
 
+from local import aws_setup
+
 CF_BASE = "https://cf.test/client/v4"
 ACCOUNT_ID = "acc0123456789abcdef0123456789abcd"
 NAMESPACE_ID = "ns0123456789abcdef0123456789abcd"
@@ -88,18 +90,8 @@ def aws() -> Iterator[Any]:
     """moto with the table and secret Terraform creates, the secret filled in."""
     with mock_aws():
         dynamodb = boto3.client("dynamodb")
-        dynamodb.create_table(
-            TableName=TABLE,
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        # the table as Terraform makes it
+        aws_setup.create_table(dynamodb, TABLE, point_in_time_recovery=False)
         secrets = boto3.client("secretsmanager")
         secrets.create_secret(Name=SECRET, SecretString=json.dumps(SECRET_VALUE))
         yield dynamodb
