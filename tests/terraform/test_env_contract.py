@@ -13,7 +13,14 @@ from tests.terraform.tfharness import LAMBDA_DIR, TERRAFORM_DIR
 
 POWERTOOLS_ENV = {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_LOG_LEVEL"}
 # Read by the code but set by the Lambda runtime or only by tests and local runs.
-NOT_FOR_TERRAFORM = {"LAMBDA_TASK_ROOT", "POWERTOOLS_TRACE_DISABLED", "AWS_SAM_LOCAL"}
+NOT_FOR_TERRAFORM = {
+    "LAMBDA_TASK_ROOT",
+    "POWERTOOLS_TRACE_DISABLED",
+    "AWS_SAM_LOCAL",
+    # requests' own CA bundle settings, read once by the Cloudflare session
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+}
 
 
 def terraform_env_names() -> set[str]:
