@@ -20,15 +20,15 @@ def small_pages(monkeypatch):
 
 @pytest.fixture
 def slow_pages(monkeypatch):
-    """Every listing page takes at least 0.5 s more, so a 2.6 s invocation (2.1 s
-    before the safety margin) has time for exactly one page: after it, less than
-    MIN_PAGE_SECONDS (2 s) is left."""
+    """Every listing page takes at least 1 s more, so a 3.2 s invocation (2.7 s
+    before the safety margin) has time for exactly one page, even with 0.6 s of
+    set-up on a busy machine: after it, less than MIN_PAGE_SECONDS (2 s) is left."""
     import time
 
     real = bulk._Run.listing_page
 
     def slow(self, prefix, position):
-        time.sleep(0.5)
+        time.sleep(1.0)
         return real(self, prefix, position)
 
     monkeypatch.setattr(bulk._Run, "listing_page", slow)
@@ -181,11 +181,11 @@ def test_named_key_gone_from_kv_is_deleted_with_delete_missing(stack: Stack):
 
 
 def test_deadline_returns_cursor_and_the_cursor_finishes_the_run(stack: Stack, slow_pages):
-    # GIVEN each page needs more time than a 2.6 s invocation leaves for a second page
+    # GIVEN each page needs more time than a 3.2 s invocation leaves for a second page
     values = seed(stack, 30)
 
     # WHEN the namespace is synced with little time left
-    first = stack.invoke({"all": True}, timeout_ms=2_600)
+    first = stack.invoke({"all": True}, timeout_ms=3_200)
 
     # THEN it stops after one page with a cursor
     assert first["success"] is True
@@ -208,7 +208,7 @@ def test_deadline_returns_cursor_and_the_cursor_finishes_the_run(stack: Stack, s
 
 def test_cursor_of_another_selector_is_rejected(stack: Stack, slow_pages):
     seed(stack, 15)
-    first = stack.invoke({"prefix": "flags/"}, timeout_ms=2_600)
+    first = stack.invoke({"prefix": "flags/"}, timeout_ms=3_200)
     cursor = first["data"]["next_cursor"]
 
     response = stack.invoke({"all": True, "cursor": cursor})
@@ -325,7 +325,7 @@ def test_self_continuation_invokes_the_function_with_the_cursor(
             {"StatusCode": 202},
             {"FunctionName": ANY, "InvocationType": "Event", "Payload": ANY},
         )
-        response = stack.invoke({"prefix": "flags/"}, timeout_ms=2_600)
+        response = stack.invoke({"prefix": "flags/"}, timeout_ms=3_200)
         stubber.assert_no_pending_responses()
 
     assert response["data"]["continued"] is True
