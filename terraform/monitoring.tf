@@ -141,43 +141,25 @@ resource "aws_cloudwatch_metric_alarm" "auth_errors" {
 
 # DynamoDB publishes ThrottledRequests and SystemErrors per operation: the alarms
 # add up the operations the function calls.
-resource "aws_cloudwatch_metric_alarm" "dynamodb_throttles" {
-  alarm_name          = "${var.lambda_function_name}-dynamodb-throttles"
-  alarm_description   = "DynamoDB throttled requests of ${var.lambda_function_name} to table ${var.dynamodb_table_name}."
-  evaluation_periods  = 1
-  threshold           = 1
-  comparison_operator = "GreaterThanOrEqualToThreshold"
-  treat_missing_data  = "notBreaching"
-  alarm_actions       = local.alarm_actions
-  ok_actions          = local.alarm_actions
-
-  metric_query {
-    id          = "throttled"
-    expression  = join(" + ", [for i, op in local.dynamodb_operations : "FILL(m${i}, 0)"])
-    label       = "ThrottledRequests"
-    return_data = true
-  }
-
-  dynamic "metric_query" {
-    for_each = local.dynamodb_operations
-
-    content {
-      id = "m${metric_query.key}"
-
-      metric {
-        namespace   = "AWS/DynamoDB"
-        metric_name = "ThrottledRequests"
-        dimensions  = { TableName = aws_dynamodb_table.kv_data.name, Operation = metric_query.value }
-        stat        = "Sum"
-        period      = 300
-      }
+locals {
+  # One alarm per DynamoDB metric, each summing the operations the function calls.
+  dynamodb_alarms = {
+    throttles = {
+      metric      = "ThrottledRequests"
+      description = "DynamoDB throttled requests of ${var.lambda_function_name} to table ${var.dynamodb_table_name}."
+    }
+    system-errors = {
+      metric      = "SystemErrors"
+      description = "DynamoDB answered requests of ${var.lambda_function_name} to table ${var.dynamodb_table_name} with HTTP 500."
     }
   }
 }
 
-resource "aws_cloudwatch_metric_alarm" "dynamodb_system_errors" {
-  alarm_name          = "${var.lambda_function_name}-dynamodb-system-errors"
-  alarm_description   = "DynamoDB answered requests of ${var.lambda_function_name} to table ${var.dynamodb_table_name} with HTTP 500."
+resource "aws_cloudwatch_metric_alarm" "dynamodb" {
+  for_each = local.dynamodb_alarms
+
+  alarm_name          = "${var.lambda_function_name}-dynamodb-${each.key}"
+  alarm_description   = each.value.description
   evaluation_periods  = 1
   threshold           = 1
   comparison_operator = "GreaterThanOrEqualToThreshold"
@@ -186,9 +168,9 @@ resource "aws_cloudwatch_metric_alarm" "dynamodb_system_errors" {
   ok_actions          = local.alarm_actions
 
   metric_query {
-    id          = "errors"
+    id          = "total"
     expression  = join(" + ", [for i, op in local.dynamodb_operations : "FILL(m${i}, 0)"])
-    label       = "SystemErrors"
+    label       = each.value.metric
     return_data = true
   }
 
@@ -200,7 +182,7 @@ resource "aws_cloudwatch_metric_alarm" "dynamodb_system_errors" {
 
       metric {
         namespace   = "AWS/DynamoDB"
-        metric_name = "SystemErrors"
+        metric_name = each.value.metric
         dimensions  = { TableName = aws_dynamodb_table.kv_data.name, Operation = metric_query.value }
         stat        = "Sum"
         period      = 300
@@ -249,8 +231,8 @@ locals {
           aws_cloudwatch_metric_alarm.lambda_duration.arn,
           aws_cloudwatch_metric_alarm.lambda_throttles.arn,
           aws_cloudwatch_metric_alarm.auth_errors.arn,
-          aws_cloudwatch_metric_alarm.dynamodb_throttles.arn,
-          aws_cloudwatch_metric_alarm.dynamodb_system_errors.arn,
+          aws_cloudwatch_metric_alarm.dynamodb["throttles"].arn,
+          aws_cloudwatch_metric_alarm.dynamodb["system-errors"].arn,
           aws_cloudwatch_metric_alarm.failure_queue_depth.arn,
         ]
       }

@@ -1222,12 +1222,17 @@ def test_the_execution_role_table_is_what_iam_tf_grants() -> None:
 def test_the_alarm_table_is_what_monitoring_tf_creates() -> None:
     table = doc_shell.section_text(doc(), "10.").split("### Alarms", 1)[1]
     documented = set(re.findall(r"`<fn>-([a-z-]+)`", table.split("**The failure queue**")[0]))
+    monitoring = (TERRAFORM / "monitoring.tf").read_text()
     created = set(
-        re.findall(
-            r'alarm_name\s*=\s*"\$\{var\.lambda_function_name\}-([a-z-]+)"',
-            (TERRAFORM / "monitoring.tf").read_text(),
-        )
+        re.findall(r'alarm_name\s*=\s*"\$\{var\.lambda_function_name\}-([a-z-]+)"', monitoring)
     )
+    # the DynamoDB alarms come from one for_each over local.dynamodb_alarms
+    per_metric = re.search(r"dynamodb_alarms = \{\n(?P<body>.*?)\n  \}\n", monitoring, re.DOTALL)
+    assert per_metric is not None
+    created |= {
+        f"dynamodb-{key}" for key in re.findall(r"^    ([a-z-]+) = \{", per_metric["body"], re.M)
+    }
+    assert 'alarm_name          = "${var.lambda_function_name}-dynamodb-${each.key}"' in monitoring
     assert documented == created
 
 
