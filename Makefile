@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv lint typecheck unit integration test demo build bench clean checkov terraform-check
+.PHONY: help venv lint typecheck unit integration test demo build bench clean checkov terraform-check tf-provider
 
 help:
 	@echo "make demo   - run a real end-to-end sync on local emulators"
@@ -34,7 +34,12 @@ unit: $(STAMP)
 integration: $(STAMP)
 	$(PY) -m pytest tests/integration
 
-test: lint typecheck checkov terraform-check $(STAMP)
+test: lint typecheck checkov terraform-check tf-provider $(STAMP)
+	@mirror=$$(cat $(TF_MIRROR_FILE)) && \
+	if [ -n "$$mirror" ]; then \
+	  export KV_SYNC_TF_PROVIDER_MIRROR="$$mirror"; \
+	  echo "KV_SYNC_TF_PROVIDER_MIRROR=$$mirror $(PY) -m pytest"; \
+	else echo "$(PY) -m pytest"; fi && \
 	$(PY) -m pytest
 
 # checkov lives in its own virtualenv: it pins an older boto3 than the project's.
@@ -51,15 +56,28 @@ $(CHECKOV_STAMP):
 checkov: $(CHECKOV_STAMP)
 	$(CHECKOV_VENV)/bin/checkov --directory terraform --framework terraform --quiet --compact --skip-download
 
+# Where Terraform gets hashicorp/aws, decided once per make run (only for the targets
+# that run Terraform) by scripts/tf_mirror.py: the mirror in KV_SYNC_TF_PROVIDER_MIRROR
+# when set; else the registry when it answers; else an offline mirror found in the
+# usual places; else it fails with one line saying what to install or set. The mirror
+# (empty for the registry) goes to TF_MIRROR_FILE, its CLI config to TF_CLI_CONFIG.
+TF_PROVIDER_DIR := build/terraform-provider
+TF_MIRROR_FILE := $(TF_PROVIDER_DIR)/mirror
+TF_CLI_CONFIG := $(TF_PROVIDER_DIR)/cli.tfrc
+
+tf-provider:
+	@command -v terraform >/dev/null || { echo "terraform: terraform CLI not found on PATH (install Terraform >= 1.5)" >&2; exit 1; }
+	@mkdir -p $(TF_PROVIDER_DIR) && rm -f $(TF_MIRROR_FILE) $(TF_CLI_CONFIG) && \
+	$(PYTHON) scripts/tf_mirror.py --write-cli-config $(TF_CLI_CONFIG) >$(TF_MIRROR_FILE).tmp && \
+	mv $(TF_MIRROR_FILE).tmp $(TF_MIRROR_FILE) || { rm -f $(TF_MIRROR_FILE).tmp; exit 1; }
+
 # fmt + validate. validate needs `init`: it runs in a temporary copy (so terraform/
-# gets no .terraform/), from the provider mirror in KV_SYNC_TF_PROVIDER_MIRROR when set.
-terraform-check:
-	@command -v terraform >/dev/null || { echo "terraform-check: terraform CLI not found on PATH (install Terraform >= 1.5)" >&2; exit 1; }
+# gets no .terraform/), from the provider mirror tf-provider chose, if any.
+terraform-check: tf-provider
 	terraform fmt -check -recursive terraform
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && cp terraform/*.tf "$$tmp"/ && \
-	if [ -n "$${KV_SYNC_TF_PROVIDER_MIRROR:-}" ]; then \
-	  printf 'provider_installation {\n  filesystem_mirror {\n    path = "%s"\n  }\n}\n' "$$KV_SYNC_TF_PROVIDER_MIRROR" > "$$tmp/cli.tfrc"; \
-	  export TF_CLI_CONFIG_FILE="$$tmp/cli.tfrc"; \
+	if [ -n "$$(cat $(TF_MIRROR_FILE))" ]; then \
+	  export TF_CLI_CONFIG_FILE="$(CURDIR)/$(TF_CLI_CONFIG)"; \
 	fi && \
 	terraform -chdir="$$tmp" init -backend=false -input=false -no-color >"$$tmp/init.log" 2>&1 || { cat "$$tmp/init.log" >&2; exit 1; }; \
 	terraform -chdir="$$tmp" validate -no-color
