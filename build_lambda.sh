@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the Lambda deployment zip from lambda_function/ and requirements.txt.
+# Build the Lambda deployment zip from lambda_function/kv_sync/ and requirements.txt.
 #
 #   ./build_lambda.sh [--arch arm64|x86_64] [--python-version 3.12] [--output PATH] [--include-sdk]
 #                     [--no-precompile]
@@ -72,7 +72,7 @@ command -v "$PYTHON" >/dev/null 2>&1 \
   || die "'$PYTHON' cannot import zipfile/zlib, which build the zip"
 
 [ -f "$ROOT/requirements.txt" ] || die "requirements.txt not found in $ROOT"
-[ -f "$ROOT/lambda_function/handler.py" ] || die "lambda_function/handler.py not found in $ROOT"
+[ -f "$ROOT/lambda_function/kv_sync/handler.py" ] || die "lambda_function/kv_sync/handler.py not found in $ROOT"
 
 case "$OUTPUT" in
   /*) ;;
@@ -125,10 +125,10 @@ PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore "$PYTHON" -m pip ins
   --requirement "$ROOT/requirements.txt" \
   || die "pip could not install requirements.txt for $PLATFORM / CPython $PY_VERSION (is PyPI reachable?)"
 
-# Sources last, so a dependency can never shadow one of the function's modules.
-for source in "$ROOT"/lambda_function/*.py; do
-  cp "$source" "$PACKAGE/"
-done
+# The function's package last, so that no dependency can shadow it; sources only.
+rm -rf "$PACKAGE/kv_sync"
+mkdir -p "$PACKAGE/kv_sync"
+cp "$ROOT"/lambda_function/kv_sync/*.py "$PACKAGE/kv_sync/"
 
 "$PYTHON" - "$PACKAGE" "$OUTPUT" "$INCLUDE_SDK" "$COMPILER" <<'PY'
 """Prune the installed tree, byte-compile it if asked, and write a deterministic zip."""

@@ -13,7 +13,7 @@ resource "aws_lambda_function" "sync" {
   description   = "Copies Cloudflare Workers KV entries into the ${var.dynamodb_table_name} DynamoDB table."
   role          = aws_iam_role.lambda.arn
 
-  handler       = "handler.lambda_handler"
+  handler       = "kv_sync.handler.lambda_handler"
   runtime       = var.lambda_runtime
   architectures = [var.lambda_architecture]
   memory_size   = var.lambda_memory_size

@@ -26,23 +26,22 @@ locals {
   # group first so that it owns the retention and the encryption.
   log_group_name = "/aws/lambda/${var.lambda_function_name}"
 
-  # The DynamoDB operations the function's code calls (lambda_function/store.py):
-  #   UpdateItem    single-key writes, and refreshes of unchanged records' ttl
-  #   PutItem       new or changed records of a multi-key run, conditional on what was read
+  # The DynamoDB operations the function's code calls (lambda_function/kv_sync/store.py):
+  #   UpdateItem    new and changed records, and ttl extensions of unchanged ones
   #   DeleteItem    conditional deletes of records whose key is gone (delete_missing)
-  #   BatchGetItem  stored hashes of up to 100 named keys (key_names)
-  #   Query         stored hashes of a listed key range (prefix, all)
+  #   BatchGetItem  stored versions of up to 100 named keys (key_name, key_names)
+  #   Query         stored versions of a listed key range (prefix, all)
   # The IAM policy grants exactly these (tests/terraform keeps them in step with the
   # calls a real sync makes) and the DynamoDB alarms watch the same operations.
-  dynamodb_operations = ["UpdateItem", "PutItem", "DeleteItem", "BatchGetItem", "Query"]
+  dynamodb_operations = ["UpdateItem", "DeleteItem", "BatchGetItem", "Query"]
 
   # Customer-managed key for the SNS topic: the caller's, or a dedicated one. The
   # AWS managed key alias/aws/sns cannot be used here, because its key policy does
   # not let CloudWatch alarms publish to the topic.
   alerts_kms_key_arn = var.kms_key_arn != null ? var.kms_key_arn : one(aws_kms_key.alerts[*].arn)
 
-  # Environment of the function: every variable the code reads (config.ENV_VARS in
-  # lambda_function/config.py) plus the Powertools settings.
+  # Environment of the function: every variable the code reads (ENV_VARS in
+  # lambda_function/kv_sync/settings.py) plus the Powertools settings.
   lambda_environment = {
     DYNAMODB_TABLE_NAME          = aws_dynamodb_table.kv_data.name
     SECRETS_MANAGER_SECRET_NAME  = aws_secretsmanager_secret.cloudflare.name

@@ -6,15 +6,11 @@ talk over real sockets to moto server and the KV emulator in ``local/``.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-
-EVENTS_DIR = Path(__file__).parent / "events"
 
 # Never let a test reach a real AWS account, whatever the developer's shell holds.
 _FAKE_AWS_ENV = {
@@ -33,12 +29,6 @@ os.environ.pop("AWS_ENDPOINT_URL", None)
 os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
 os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "KvSyncTests")
 os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "kv-sync")
-
-
-def load_event(name: str) -> dict[str, Any]:
-    """Load a sample Lambda event from ``tests/events``."""
-    data: dict[str, Any] = json.loads((EVENTS_DIR / name).read_text())
-    return data
 
 
 @pytest.fixture(scope="session")

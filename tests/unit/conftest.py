@@ -1,11 +1,15 @@
-"""Unit-test fixtures: moto's in-process AWS and ``responses`` for Cloudflare."""
+"""Unit-test fixtures: moto's in-process AWS and ``responses`` for Cloudflare.
+
+The fake account's constants and reply builders live in ``tests/support/cloudflare.py``.
+"""
 
 from __future__ import annotations
 
 import io
 import json
+import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import boto3
@@ -14,52 +18,35 @@ import responses
 from moto import mock_aws
 
 from local import aws_setup
-
-CF_BASE = "https://cf.test/client/v4"
-ACCOUNT_ID = "acc0123456789abcdef0123456789abcd"
-NAMESPACE_ID = "ns0123456789abcdef0123456789abcd"
-NAMESPACE_URL = f"{CF_BASE}/accounts/{ACCOUNT_ID}/storage/kv/namespaces/{NAMESPACE_ID}"
-BULK_GET_URL = f"{NAMESPACE_URL}/bulk/get"
-TABLE = "cloudflare-kv-data"
-SECRET = "cloudflare-kv-credentials"
-TOKEN = "cf-token-Zq8v3XkS9aTq"
-SECRET_VALUE = {
-    "api_token": TOKEN,
-    "account_id": ACCOUNT_ID,
-    "kv_namespace_id": NAMESPACE_ID,
-    "kv_namespace": "flags",
-}
-
-
-@dataclass
-class FakeContext:
-    """Just enough of LambdaContext for Powertools and the deadline."""
-
-    remaining_ms: int = 30_000
-    function_name: str = "cloudflare-data-sync"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = (
-        "arn:aws:lambda:us-east-1:123456789012:function:cloudflare-data-sync"
-    )
-    aws_request_id: str = "11111111-2222-3333-4444-555555555555"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return self.remaining_ms
+from local.lambda_context import LambdaContext
+from tests.support.cloudflare import CF_BASE, SECRET, SECRET_VALUE, TABLE, FakeNamespace
 
 
 @pytest.fixture
-def lambda_context() -> FakeContext:
-    return FakeContext()
+def lambda_context() -> LambdaContext:
+    """A Lambda context with the deployed function's 300 s timeout."""
+    return LambdaContext()
+
+
+def _fresh_function_state() -> None:
+    """A warm container's state, minus what one test could leak into the next.
+
+    The cached AWS clients are kept (creating them costs far more than a test;
+    moto intercepts them all the same); the cached secret is dropped.
+    """
+    from kv_sync import credentials, ratelimit, runtime
+
+    credentials.use_provider(None)
+    # No deadline until a handler activates one (a test may have left a short one).
+    runtime.activate(runtime.Deadline(None))
+    # A changed limit starts a fresh window, so the next run's limiter is empty.
+    ratelimit.shared_limiter(1)
 
 
 @pytest.fixture(autouse=True)
 def _function_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The environment Terraform gives the function, pointed at test doubles."""
-    import sys
-
-    import aws_clients
-    import credentials
-    from observability import logger
+    from kv_sync.observability import logger
 
     # The log handler keeps the stream it was created with; give it this test's.
     logger.registered_handler.stream = sys.stdout  # type: ignore[attr-defined]
@@ -68,83 +55,105 @@ def _function_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("SECRETS_MANAGER_SECRET_NAME", SECRET)
     monkeypatch.setenv("CLOUDFLARE_API_BASE_URL", CF_BASE)
     monkeypatch.setenv("RETRY_MAX_ATTEMPTS", "3")
-    for name in ("DEFAULT_KEY_NAME", "RECORD_TTL_DAYS", "SECRET_CACHE_SECONDS"):
+    for name in (
+        "DEFAULT_KEY_NAME",
+        "RECORD_TTL_DAYS",
+        "SECRET_CACHE_SECONDS",
+        "API_TIMEOUT_SECONDS",
+        "DELETE_MISSING",
+        "CLOUDFLARE_REQUESTS_PER_5_MINUTES",
+        "SELF_INVOKE_CONTINUATION",
+        "MAX_CONTINUATIONS",
+    ):
         monkeypatch.delenv(name, raising=False)
-    aws_clients.reset_clients()
-    credentials.reset_cache()
+    _fresh_function_state()
     yield
-    aws_clients.reset_clients()
-    credentials.reset_cache()
+    _fresh_function_state()
 
 
 @pytest.fixture
 def no_sleep(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Record tenacity's sleeps instead of sleeping."""
+    """Record the sleeps of DynamoDB retries and rate limiting instead of sleeping.
+
+    Not Cloudflare retries: ``KVClient`` binds ``time.sleep`` when it is defined;
+    tests of those build their own ``KVClient`` with a recording ``sleep``.
+    """
     slept: list[float] = []
     monkeypatch.setattr("time.sleep", slept.append)
     return slept
 
 
+@cache
+def _test_client(service: str) -> Any:
+    """The tests' own client of a service (moto intercepts clients made before it starts)."""
+    return boto3.client(service)
+
+
+@cache
+def _kms_private_key(key_spec: str) -> Any:
+    from moto.kms.utils import generate_private_key
+
+    return generate_private_key(key_spec)
+
+
 @pytest.fixture
-def aws() -> Iterator[Any]:
-    """moto with the table and secret Terraform creates, the secret filled in."""
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """moto with the table and secret Terraform creates, the secret filled in.
+
+    Yields the tests' DynamoDB client, to look at what the function stored.
+    """
+    # moto makes a fresh RSA key for the table's KMS encryption (most of the
+    # set-up's time); one key serves every test as well.
+    monkeypatch.setattr("moto.kms.models.generate_private_key", _kms_private_key, raising=False)
     with mock_aws():
-        dynamodb = boto3.client("dynamodb")
-        # the table as Terraform makes it
+        dynamodb = _test_client("dynamodb")
         aws_setup.create_table(dynamodb, TABLE, point_in_time_recovery=False)
-        secrets = boto3.client("secretsmanager")
-        secrets.create_secret(Name=SECRET, SecretString=json.dumps(SECRET_VALUE))
+        _test_client("secretsmanager").create_secret(
+            Name=SECRET, SecretString=json.dumps(SECRET_VALUE)
+        )
         yield dynamodb
 
 
 @pytest.fixture
 def cf() -> Iterator[responses.RequestsMock]:
-    """Cloudflare API double; unexpected calls fail the test."""
+    """Cloudflare API double; a request nothing is registered for is refused as a
+    connection error, so no test can reach the real API."""
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         yield mock
 
 
-def bulk_get_reply(
-    key: str, value: str | None, metadata: Any = None, expiration: int | None = None
-) -> dict[str, Any]:
-    """A bulk-get envelope as Cloudflare returns it with metadata."""
-    entry: Any = None
-    if value is not None:
-        entry = {"value": value, "metadata": metadata}
-        if expiration is not None:
-            entry["expiration"] = expiration
-    return {"success": True, "errors": [], "messages": [], "result": {"values": {key: entry}}}
+@pytest.fixture
+def kv(cf: responses.RequestsMock) -> FakeNamespace:
+    """The test namespace, served by ``cf``: put keys in it, then invoke the function."""
+    namespace = FakeNamespace()
+    namespace.install(cf)
+    return namespace
 
 
-def failure(code: int, message: str) -> dict[str, Any]:
-    return {
-        "success": False,
-        "errors": [{"code": code, "message": message}],
-        "messages": [],
-        "result": None,
-    }
+@pytest.fixture
+def dynamodb_calls(aws: Any) -> Iterator[list[str]]:
+    """The name of every DynamoDB operation the function calls, in order."""
+    from kv_sync import runtime
 
+    calls: list[str] = []
 
-def stored_item(dynamodb: Any, key: str) -> dict[str, Any] | None:
-    from boto3.dynamodb.types import TypeDeserializer
+    def record(model: Any, **_: Any) -> None:
+        calls.append(model.name)
 
-    item = dynamodb.get_item(
-        TableName=TABLE, Key={"pk": {"S": f"NAMESPACE#{NAMESPACE_ID}"}, "sk": {"S": f"KEY#{key}"}}
-    ).get("Item")
-    if item is None:
-        return None
-    deserializer = TypeDeserializer()
-    return {name: deserializer.deserialize(value) for name, value in item.items()}
+    events = runtime.client("dynamodb").meta.events
+    events.register("before-call.dynamodb", record)
+    yield calls
+    events.unregister("before-call.dynamodb", record)
 
 
 @pytest.fixture
 def log_stream() -> Iterator[io.StringIO]:
-    """Everything the Powertools logger writes during the test.
+    """Everything the function's logger writes during the test.
 
     The log handler keeps the stream it was created with, so point it at a
     buffer of our own for the test and put it back afterwards.
     """
-    from observability import logger
+    from kv_sync.observability import logger
 
     handler: Any = logger.registered_handler
     buffer = io.StringIO()

@@ -1,4 +1,4 @@
-"""Reading the Cloudflare credentials secret (``lambda_function/credentials.py``).
+"""Reading the Cloudflare credentials secret (``kv_sync.credentials``).
 
 Runs against moto's in-process Secrets Manager. The secret's values must never
 appear in an error message: operators see these messages in responses and logs.
@@ -13,13 +13,14 @@ from typing import Any
 
 import boto3
 import pytest
+from aws_lambda_powertools.utilities.parameters.base import BaseProvider
 from moto import mock_aws
 
-import config
-import credentials
-from credentials import CloudflareCredentials, load_credentials, parse_credentials
-from errors import ConfigurationError
-from tests.unit.conftest import ACCOUNT_ID, NAMESPACE_ID, SECRET, SECRET_VALUE, TOKEN
+from kv_sync import credentials
+from kv_sync.credentials import CloudflareCredentials, load_credentials, parse_credentials
+from kv_sync.errors import ConfigurationError
+from kv_sync.settings import load_settings
+from tests.support.cloudflare import ACCOUNT_ID, NAMESPACE_ID, SECRET, SECRET_VALUE, TOKEN
 
 ROTATED_TOKEN = "cf-token-Rotated-7Hq2Wm"
 FIELDS = ("api_token", "account_id", "kv_namespace_id", "kv_namespace")
@@ -32,7 +33,7 @@ def put_secret(value: dict[str, Any] | str) -> None:
 
 
 def load(*, force_fetch: bool = False) -> CloudflareCredentials:
-    return load_credentials(config.load_settings(), force_fetch=force_fetch)
+    return load_credentials(load_settings(), force_fetch=force_fetch)
 
 
 def config_error(**kwargs: Any) -> ConfigurationError:
@@ -194,7 +195,7 @@ def test_cache_survives_new_settings_objects(secret):
     put_secret({**SECRET_VALUE, "api_token": ROTATED_TOKEN})
 
     # WHEN a fresh Settings is built and the credentials loaded with it
-    creds = load_credentials(config.load_settings())
+    creds = load_credentials(load_settings())
 
     # THEN the cache is per container, not per Settings object
     assert creds.api_token == TOKEN
@@ -271,13 +272,13 @@ def test_a_bad_secret_is_not_cached_as_good(secret):
     assert load(force_fetch=True).api_token == TOKEN
 
 
-def test_reset_cache_forgets_the_cached_secret(secret):
+def test_back_to_secrets_manager_forgets_the_cached_secret(secret):
     # GIVEN cached credentials and a rotated secret
     load()
     put_secret({**SECRET_VALUE, "api_token": ROTATED_TOKEN})
 
-    # WHEN the cache is reset (a new container, in effect)
-    credentials.reset_cache()
+    # WHEN the provider is reset to Secrets Manager (a new container, in effect)
+    credentials.use_provider(None)
 
     # THEN the rotated secret is read
     assert load().api_token == ROTATED_TOKEN
@@ -580,3 +581,94 @@ def test_token_with_whitespace_inside_is_a_configuration_error(secret, token):
     # THEN the field is named and its value is not shown
     assert "api_token" in error.message
     assert token not in error.message
+
+
+# ------------------------------------------------------------- another provider
+
+
+class DictProvider(BaseProvider):
+    """A Powertools parameters provider serving secrets from a dict (Powertools'
+    documented way to write one: implement ``_get`` and ``_get_multiple``)."""
+
+    def __init__(self, secrets: dict[str, str]) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]  # Powertools leaves it untyped
+        self.secrets = secrets
+        self.reads: list[str] = []
+
+    def _get(self, name: str, **sdk_options: Any) -> str:
+        self.reads.append(name)
+        try:
+            return self.secrets[name]
+        except KeyError:
+            raise LookupError(f"no secret {name}") from None
+
+    def _get_multiple(self, path: str, **sdk_options: Any) -> dict[str, str]:
+        raise NotImplementedError
+
+
+def test_credentials_can_come_from_another_provider():
+    # GIVEN a provider that is not Secrets Manager (the local runner reads the
+    # environment through one), holding other credentials; no AWS at all
+    other = {**SECRET_VALUE, "api_token": ROTATED_TOKEN, "kv_namespace": "env-ns"}
+    provider = DictProvider({SECRET: json.dumps(other)})
+
+    # WHEN the function reads its credentials through it
+    credentials.use_provider(provider)
+    creds = load()
+
+    # THEN they are that provider's, read under the configured secret name
+    assert creds.api_token == ROTATED_TOKEN
+    assert creds.namespace_name == "env-ns"
+    assert provider.reads == [SECRET]
+
+
+def test_another_provider_is_cached_like_secrets_manager():
+    # GIVEN credentials read once through a provider
+    provider = DictProvider({SECRET: json.dumps(SECRET_VALUE)})
+    credentials.use_provider(provider)
+    load()
+
+    # WHEN they are read again, and then again forcing a fetch (after a 401)
+    load()
+    load(force_fetch=True)
+
+    # THEN the cache served the second read; the forced one went to the provider
+    assert provider.reads == [SECRET, SECRET]
+
+
+def test_another_providers_contents_are_validated_the_same_way():
+    # GIVEN a provider whose secret still holds a placeholder token
+    credentials.use_provider(
+        DictProvider({SECRET: json.dumps({**SECRET_VALUE, "api_token": "TODO"})})
+    )
+
+    # WHEN the credentials are loaded
+    error = config_error()
+
+    # THEN the operator gets the same message as for Secrets Manager
+    assert named_fields(error.message) == ["api_token"]
+
+
+def test_a_failing_provider_is_a_configuration_error_naming_the_secret():
+    # GIVEN a provider that cannot find the secret
+    credentials.use_provider(DictProvider({}))
+
+    # WHEN the credentials are loaded
+    error = config_error()
+
+    # THEN the error names the secret the function was configured with
+    assert f"'{SECRET}'" in error.message
+
+
+def test_no_provider_means_secrets_manager_again(secret):
+    # GIVEN credentials read through another provider
+    credentials.use_provider(
+        DictProvider({SECRET: json.dumps({**SECRET_VALUE, "kv_namespace": "x"})})
+    )
+    assert load().namespace_name == "x"
+
+    # WHEN the provider is set back to None
+    credentials.use_provider(None)
+
+    # THEN the next read fetches the secret from Secrets Manager, not from a cache
+    assert load().namespace_name == SECRET_VALUE["kv_namespace"]

@@ -1,4 +1,4 @@
-"""Event recognition and validation (``lambda_function/events.py``).
+"""Event recognition and validation (``kv_sync.events``).
 
 Every case here is input an operator or a scheduler can send; bad input must be
 rejected with a ``ValidationError`` (400) before anything reaches Cloudflare.
@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
-from errors import MethodNotAllowedError, ValidationError
-from events import SyncRequest, Trigger, detect_trigger, parse_event, validate_key_name
-from tests.conftest import load_event
+from kv_sync.errors import MethodNotAllowedError, ValidationError
+from kv_sync.events import detect_trigger, parse_event, validate_key_name
+from kv_sync.model import SyncRequest, Trigger
+from tests.support.function import load_event
 
 DEFAULT = "redirect-all-users-to-essentials"
 MAX_BODY = 64 * 1024
@@ -253,8 +254,7 @@ def test_key_name_limit_is_512_utf8_bytes_not_characters(fits, too_long):
 
     # THEN only the one that fits is accepted, and the message gives the byte size
     assert accepted == fits
-    assert "513 bytes" in info.value.message
-    assert "512" in info.value.message
+    assert info.value.message == "key_name is 513 bytes; KV keys are at most 512"
 
 
 def test_multibyte_key_within_512_characters_but_over_512_bytes_is_rejected():
@@ -265,7 +265,7 @@ def test_multibyte_key_within_512_characters_but_over_512_bytes_is_rejected():
     error = rejected({"key_name": key})
 
     # THEN it is refused by byte size, as Cloudflare would
-    assert "600 bytes" in error.message
+    assert error.message == "key_name is 600 bytes; KV keys are at most 512"
 
 
 def test_empty_key_name_is_rejected():
@@ -733,3 +733,25 @@ def test_absurd_method_name_is_truncated_in_message():
 
     # THEN the message does not echo all of it
     assert len(info.value.message) < 100
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [("", "must not be empty"), ("x" * 513, "513 bytes"), ("a\nb", "control characters")],
+)
+def test_validation_messages_name_the_field_they_check(value, reason):
+    # GIVEN a bad value checked as some other field than key_name
+    # WHEN it is validated under that field's name
+    with pytest.raises(ValidationError) as info:
+        validate_key_name(value, what="prefix")
+
+    # THEN the message names that field, so the caller knows which one to fix
+    assert info.value.message.startswith("prefix ")
+    assert reason in info.value.message
+
+
+def test_dot_names_are_only_forbidden_as_a_key_name():
+    # GIVEN "." used as a prefix (every key starting with a dot), not as a key
+    # WHEN it is validated as a prefix
+    # THEN it is accepted: only a key named "." or ".." is forbidden
+    assert validate_key_name(".", what="prefix") == "."

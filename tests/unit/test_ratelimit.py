@@ -1,4 +1,4 @@
-"""The client-side Cloudflare rate limit (``lambda_function/ratelimit.py``).
+"""The client-side Cloudflare rate limit (``kv_sync.ratelimit``).
 
 A fake clock stands in for ``time.monotonic`` and ``time.sleep``: sleeping moves
 the clock forward instead of waiting, so every test runs instantly and every
@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-import ratelimit
-from ratelimit import RateLimiter, shared_limiter
+from kv_sync.ratelimit import RateLimiter, shared_limiter
 
 
 @dataclass
@@ -42,9 +41,13 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
 
 
 @pytest.fixture
-def fresh_shared(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Start with no container-wide limiter; restore the real one afterwards."""
-    monkeypatch.setattr(ratelimit, "_shared", None)
+def fresh_shared() -> None:
+    """Start each test with an empty container-wide window.
+
+    A changed limit starts a fresh limiter, so asking for one no test uses
+    leaves the next ``shared_limiter(n)`` empty.
+    """
+    shared_limiter(99_999)
 
 
 def test_default_window_is_cloudflares_five_minutes(clock):

@@ -1,4 +1,4 @@
-"""Building the DynamoDB record for one KV entry (``lambda_function/records.py``)."""
+"""Building the DynamoDB record for one KV entry (``kv_sync.records``)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from boto3.dynamodb.types import Binary, TypeSerializer
 
-from cloudflare import KVEntry
-from errors import ValueTooLargeError
-from records import Record, build_record, content_hash, item_size, utc_timestamp
+from kv_sync.errors import ValueTooLargeError
+from kv_sync.model import KVEntry, Record, utc_timestamp
+from kv_sync.records import build_record, content_hash, item_size, partition_key, sort_key
 
 NAMESPACE_ID = "0f2ac74b498b48028cb68387c421e279"
 NAMESPACE_NAME = "flags"
@@ -111,8 +111,16 @@ def test_sort_key_holds_the_key_name_verbatim(key):
     record = build(entry("v", key=key))
 
     # THEN sk is "KEY#" + the exact name, and the key attribute is the name itself
-    assert record.sk == "KEY#" + key
+    assert record.sk == "KEY#" + key == sort_key(key)
     assert record.attributes["key"] == key
+
+
+def test_partition_key_is_the_documented_namespace_key():
+    # GIVEN a namespace id
+    # WHEN its partition key is asked for (services read records with it)
+    # THEN it is NAMESPACE#<id>, the pk of every record built for that namespace
+    assert partition_key(NAMESPACE_ID) == f"NAMESPACE#{NAMESPACE_ID}"
+    assert build(entry("v")).pk == partition_key(NAMESPACE_ID)
 
 
 def test_record_attributes_are_serialisable_by_boto3():

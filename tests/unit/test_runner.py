@@ -1,7 +1,8 @@
-"""The local runner (``python -m local.runner``): arguments, credentials, exit codes.
+"""The local runner (``python -m local.runner``): arguments, events, credentials, progress, exit.
 
-AWS is moto's in-process ``mock_aws`` and Cloudflare is ``responses``; the run
-against moto server and the KV emulator is in ``tests/integration/test_runner.py``.
+The function is a scripted stand-in here (``runner.run(..., handler=...)``), so
+that the runner's own decisions are tested; the real handler against moto server
+and the KV emulator is in ``tests/integration/test_runner.py``.
 """
 
 from __future__ import annotations
@@ -9,634 +10,30 @@ from __future__ import annotations
 import io
 import json
 import os
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import responses
 
+from kv_sync import credentials
+from kv_sync.errors import ConfigurationError
+from kv_sync.model import SyncStats
+from kv_sync.settings import Settings
 from local import runner
-from tests.unit.conftest import (
-    ACCOUNT_ID,
-    BULK_GET_URL,
-    NAMESPACE_ID,
-    SECRET,
-    TABLE,
-    TOKEN,
-    bulk_get_reply,
-    stored_item,
-)
+from tests.support.cloudflare import ACCOUNT_ID, NAMESPACE_ID, NAMESPACE_NAME, TOKEN
+from tests.support.runner import documents
 
-ENV_CREDS = {
+ENV_CREDENTIALS = {
     "CLOUDFLARE_API_TOKEN": TOKEN,
     "CLOUDFLARE_ACCOUNT_ID": ACCOUNT_ID,
     "CLOUDFLARE_KV_NAMESPACE_ID": NAMESPACE_ID,
-    "CLOUDFLARE_KV_NAMESPACE": "flags",
+    "CLOUDFLARE_KV_NAMESPACE": NAMESPACE_NAME,
 }
 
 
-@pytest.fixture
-def no_cloudflare_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in [*ENV_CREDS, "SECRETS_MANAGER_SECRET_NAME", "DYNAMODB_TABLE_NAME"]:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.delenv("CLOUDFLARE_API_BASE_URL", raising=False)
+class Stream(io.StringIO):
+    """stderr that is, or is not, a terminal."""
 
-
-# --------------------------------------------------------------------------- arguments
-
-
-def test_defaults_follow_terraform() -> None:
-    config = runner.parse_args([], environ={})
-    assert config.key_name is None
-    assert config.table == "cloudflare-kv-data"
-    assert config.secret_name == "cloudflare-kv-credentials"
-    assert config.env_credentials is None
-    assert config.api_base_url is None
-    assert config.timeout_s == 300.0
-    assert (config.region, config.profile, config.endpoint_url) == (None, None, None)
-    assert config.verbose is False
-
-
-def test_all_options() -> None:
-    config = runner.parse_args(
-        [
-            "--key-name", "classic-domain", "--secret-name", "s", "--table", "t",
-            "--api-base-url", "http://127.0.0.1:1/client/v4", "--timeout", "12.5",
-            "--region", "eu-west-1", "--profile", "ops", "--endpoint-url",
-            "http://127.0.0.1:2", "--verbose",
-        ],
-        environ={},
-    )  # fmt: skip
-    assert config.key_name == "classic-domain"
-    assert config.secret_name == "s"
-    assert config.table == "t"
-    assert config.api_base_url == "http://127.0.0.1:1/client/v4"
-    assert config.timeout_s == 12.5
-    assert (config.region, config.profile) == ("eu-west-1", "ops")
-    assert config.endpoint_url == "http://127.0.0.1:2"
-    assert config.verbose is True
-
-
-def test_defaults_from_the_function_environment() -> None:
-    environ = {
-        "DYNAMODB_TABLE_NAME": "other-table",
-        "CLOUDFLARE_API_BASE_URL": "http://kv.local/client/v4",
-        "SECRETS_MANAGER_SECRET_NAME": "other-secret",
-    }
-    config = runner.parse_args([], environ=environ)
-    assert config.table == "other-table"
-    assert config.api_base_url == "http://kv.local/client/v4"
-    assert config.secret_name == "other-secret"
-
-
-@pytest.mark.parametrize("timeout", ["0", "-1", "901", "soon"])
-def test_bad_timeout_is_a_usage_error(timeout: str, capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exc:
-        runner.parse_args(["--timeout", timeout], environ={})
-    assert exc.value.code == 2
-    assert "--timeout" in capsys.readouterr().err
-
-
-def test_env_credentials_are_used_without_a_secret() -> None:
-    config = runner.parse_args([], environ=ENV_CREDS)
-    assert config.secret_name is None
-    assert config.env_credentials is not None
-    assert json.loads(config.env_credentials) == {
-        "api_token": TOKEN,
-        "account_id": ACCOUNT_ID,
-        "kv_namespace_id": NAMESPACE_ID,
-        "kv_namespace": "flags",
-    }
-    # The token stays out of reprs (tracebacks, debug prints).
-    assert TOKEN not in repr(config)
-
-
-def test_secret_name_wins_over_env_credentials() -> None:
-    config = runner.parse_args(["--secret-name", "prod-creds"], environ=ENV_CREDS)
-    assert config.secret_name == "prod-creds"
-    assert config.env_credentials is None
-
-
-def test_incomplete_env_credentials_name_the_missing_variables(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    environ = {"CLOUDFLARE_API_TOKEN": TOKEN, "CLOUDFLARE_ACCOUNT_ID": ACCOUNT_ID}
-    with pytest.raises(SystemExit) as exc:
-        runner.parse_args([], environ=environ)
-    assert exc.value.code == 2
-    err = capsys.readouterr().err
-    assert "CLOUDFLARE_KV_NAMESPACE_ID" in err
-    assert "CLOUDFLARE_KV_NAMESPACE " in err or err.rstrip().endswith("--secret-name)")
-    assert TOKEN not in err
-
-
-def test_default_event_and_key_event() -> None:
-    default = runner.build_invocations(runner.parse_args([], environ={}))
-    assert [i.event for i in default] == [{}]
-    one = runner.build_invocations(runner.parse_args(["--key-name", "k"], environ={}))
-    assert [i.event for i in one] == [{"key_name": "k"}]
-
-
-# --------------------------------------------------------------------------- pieces
-
-
-def test_local_context_counts_down() -> None:
-    clock = [100.0]
-    context = runner.LocalContext(timeout_s=300, clock=lambda: clock[0])
-    assert context.get_remaining_time_in_millis() == 300_000
-    clock[0] += 299.5
-    assert context.get_remaining_time_in_millis() == 500
-    clock[0] += 10
-    assert context.get_remaining_time_in_millis() == 0
-    assert context.aws_request_id != runner.LocalContext().aws_request_id
-    assert context.function_name == "cloudflare-data-sync"
-
-
-def test_run_invocations_reports_progress() -> None:
-    seen: list[tuple[int, int, bool]] = []
-    calls: list[tuple[Any, Any]] = []
-
-    def handler(event: Any, context: Any) -> dict[str, Any]:
-        calls.append((event, context))
-        return {"success": event.get("key_name") != "bad"}
-
-    invocations = [
-        runner.Invocation("a", {"key_name": "a"}),
-        runner.Invocation("b", {"key_name": "bad"}),
-    ]
-    outcome = runner.run_invocations(
-        handler, invocations, 30, progress=lambda d, t, doc: seen.append((d, t, doc["success"]))
-    )
-    assert outcome.documents == [{"success": True}, {"success": False}]
-    assert outcome.complete is True  # single keys always end their run
-    assert seen == [(1, 2, True), (2, 2, False)]
-    # A fresh context (request id, deadline) per call.
-    assert calls[0][1].aws_request_id != calls[1][1].aws_request_id
-    assert calls[0][1].get_remaining_time_in_millis() <= 30_000
-
-
-def test_patched_environ_restores(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("KV_SYNC_A", "old")
-    monkeypatch.delenv("KV_SYNC_B", raising=False)
-    with runner.patched_environ({"KV_SYNC_A": None, "KV_SYNC_B": "new"}):
-        assert "KV_SYNC_A" not in os.environ
-        assert os.environ["KV_SYNC_B"] == "new"
-    assert os.environ["KV_SYNC_A"] == "old"
-    assert "KV_SYNC_B" not in os.environ
-
-
-# --------------------------------------------------------------------------- exit codes
-
-
-@pytest.mark.usefixtures("no_cloudflare_env")
-@pytest.mark.parametrize(("success", "code"), [(True, 0), (False, 1)])
-def test_exit_code_follows_the_document(
-    success: bool, code: int, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    events: list[Any] = []
-
-    def handler(event: Any, context: Any) -> dict[str, Any]:
-        events.append(event)
-        # The function sees the environment the runner set up.
-        assert os.environ["DYNAMODB_TABLE_NAME"] == "t"
-        assert os.environ["SECRETS_MANAGER_SECRET_NAME"] == "s"
-        return {"success": success, "data": {"key_name": event.get("key_name")}}
-
-    monkeypatch.setattr(runner, "load_handler", lambda: handler)
-    assert runner.main(["--key-name", "k", "--table", "t", "--secret-name", "s"]) == code
-    assert events == [{"key_name": "k"}]
-    out = capsys.readouterr().out
-    assert json.loads(out) == {"success": success, "data": {"key_name": "k"}}
-    assert "DYNAMODB_TABLE_NAME" not in os.environ  # restored
-
-
-@pytest.mark.usefixtures("no_cloudflare_env")
-def test_no_region_is_reported_before_invoking(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
-
-    def handler(event: Any, context: Any) -> dict[str, Any]:
-        raise AssertionError("must not be invoked")
-
-    monkeypatch.setattr(runner, "load_handler", lambda: handler)
-    assert runner.main([]) == 1
-    captured = capsys.readouterr()
-    assert "No AWS region" in captured.err
-    assert captured.out == ""
-
-
-@pytest.mark.usefixtures("no_cloudflare_env")
-def test_unknown_profile_is_reported(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
-    assert runner.main(["--profile", "no-such-profile"]) == 1
-    assert "no-such-profile" in capsys.readouterr().err
-
-
-# --------------------------------------------------------------------------- real handler
-
-
-def _cf_value(cf: responses.RequestsMock, key: str, value: str) -> None:
-    cf.add(responses.POST, BULK_GET_URL, json=bulk_get_reply(key, value))
-
-
-def test_env_credentials_path_never_reads_the_secret(
-    aws: Any,
-    cf: responses.RequestsMock,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    import credentials
-
-    # The secret in moto holds a different token: using it would fail the check below.
-    secrets = __import__("boto3").client("secretsmanager")
-    secrets.put_secret_value(SecretId=SECRET, SecretString="{}")
-    for name, value in ENV_CREDS.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("SECRETS_MANAGER_SECRET_NAME")
-    _cf_value(cf, "classic-domain", "classic.example.com")
-    original = credentials.load_credentials
-
-    assert runner.main(["--key-name", "classic-domain", "--table", TABLE]) == 0
-
-    document = json.loads(capsys.readouterr().out)
-    assert document["success"] is True
-    assert document["data"]["record"]["sk"] == "KEY#classic-domain"
-    assert cf.calls[0].request.headers["Authorization"] == f"Bearer {TOKEN}"
-    item = stored_item(aws, "classic-domain")
-    assert item is not None
-    assert item["value"] == "classic.example.com"
-    assert item["namespace_name"] == "flags"
-    # The seam is undone: the function reads Secrets Manager again afterwards.
-    assert credentials.load_credentials is original
-
-
-def test_env_credentials_are_validated_like_the_secret(
-    aws: Any,
-    cf: responses.RequestsMock,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    for name, value in {**ENV_CREDS, "CLOUDFLARE_API_TOKEN": "changeme"}.items():
-        monkeypatch.setenv(name, value)
-    assert runner.main(["--table", TABLE]) == 1
-    document = json.loads(capsys.readouterr().out)
-    assert document["error"]["type"] == "CONFIGURATION_ERROR"
-    assert "api_token" in document["error"]["message"]
-    assert "CLOUDFLARE_" in document["error"]["message"]
-    assert not cf.calls
-
-
-def test_secret_path_uses_secrets_manager(
-    aws: Any, cf: responses.RequestsMock, capsys: pytest.CaptureFixture[str]
-) -> None:
-    _cf_value(cf, "redirect-all-users-to-essentials", '{"on": true}')
-    assert runner.main(["--secret-name", SECRET, "--table", TABLE]) == 0
-    document = json.loads(capsys.readouterr().out)
-    assert document["data"]["key_name"] == "redirect-all-users-to-essentials"
-    assert document["data"]["record"]["value_type"] == "json"
-    assert cf.calls[0].request.headers["Authorization"] == f"Bearer {TOKEN}"
-
-
-def test_failure_document_exits_1_and_logs_go_to_stderr(
-    aws: Any, cf: responses.RequestsMock, capsys: pytest.CaptureFixture[str]
-) -> None:
-    cf.add(responses.POST, BULK_GET_URL, json=bulk_get_reply("missing", None))
-    assert runner.main(["--secret-name", SECRET, "--table", TABLE, "--key-name", "missing"]) == 1
-    captured = capsys.readouterr()
-    document = json.loads(captured.out)  # stdout holds the document only
-    assert document["error"]["type"] == "NOT_FOUND"
-    assert "Sync failed" in captured.err  # the warning line, not the INFO ones
-    assert "Fetched KV value" not in captured.err
-    assert '"_aws"' not in captured.out + captured.err  # metrics off without --verbose
-    assert TOKEN not in captured.out + captured.err
-
-
-def test_verbose_shows_info_logs_and_metrics_on_stderr(
-    aws: Any, cf: responses.RequestsMock, capsys: pytest.CaptureFixture[str]
-) -> None:
-    _cf_value(cf, "classic-domain", "classic.example.com")
-    argv = ["--secret-name", SECRET, "--table", TABLE, "--key-name", "classic-domain", "-v"]
-    assert runner.main(argv) == 0
-    captured = capsys.readouterr()
-    assert json.loads(captured.out)["success"] is True
-    assert "Sync finished" in captured.err
-    assert '"_aws"' in captured.err
-    assert TOKEN not in captured.out + captured.err
-
-
-# --------------------------------------------------------------------------- multi-key selectors
-
-
-def test_multi_key_selectors_and_options() -> None:
-    config = runner.parse_args(
-        ["--key-names", "a", "b", "--delete-missing", "--follow", "--max-invocations", "5"],
-        environ={},
-    )
-    assert config.key_names == ("a", "b")
-    assert config.is_bulk is True
-    assert (config.delete_missing, config.follow, config.max_invocations) == (True, True, 5)
-    config = runner.parse_args(["--prefix", "flags/", "--cursor", "c1"], environ={})
-    assert (config.prefix, config.cursor, config.delete_missing) == ("flags/", "c1", None)
-    config = runner.parse_args(["--all", "--no-delete-missing", "--no-progress"], environ={})
-    assert (config.all_keys, config.delete_missing, config.progress) == (True, False, False)
-    single = runner.parse_args(["--key-name", "k"], environ={})
-    assert single.is_bulk is False
-    assert (single.key_names, single.prefix, single.all_keys, single.follow) == (
-        None,
-        None,
-        False,
-        False,
-    )
-
-
-@pytest.mark.parametrize(
-    ("argv", "message"),
-    [
-        (["--key-name", "a", "--prefix", "p"], "not allowed with"),
-        (["--all", "--key-names", "a"], "not allowed with"),
-        (["--cursor", "c"], "--cursor continues"),
-        (["--key-name", "a", "--cursor", "c"], "--cursor continues"),
-        (["--follow"], "--follow needs"),
-        (["--key-name", "a", "--follow"], "--follow needs"),
-        (["--all", "--max-invocations", "3"], "only applies with --follow"),
-        (["--all", "--follow", "--max-invocations", "0"], "at least 1"),
-        (["--key-names"], "expected at least one argument"),
-    ],
-)
-def test_bad_selector_combinations_are_usage_errors(
-    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    with pytest.raises(SystemExit) as exc:
-        runner.parse_args(argv, environ={})
-    assert exc.value.code == 2
-    assert message in capsys.readouterr().err
-
-
-def test_cursor_with_more_names_than_one_event_is_rejected(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    names = [f"k{i}" for i in range(1001)]
-    with pytest.raises(SystemExit):
-        runner.parse_args(["--key-names", *names, "--cursor", "c"], environ={})
-    assert "at most 1000 names" in capsys.readouterr().err
-
-
-def test_events_for_each_selector_are_what_the_function_accepts() -> None:
-    import events
-
-    cases = {
-        ("--all",): {"all": True},
-        ("--all", "--cursor", "c", "--delete-missing"): {
-            "all": True,
-            "cursor": "c",
-            "delete_missing": True,
-        },
-        ("--prefix", "flags/", "--no-delete-missing"): {
-            "prefix": "flags/",
-            "delete_missing": False,
-        },
-        ("--key-names", "a", "b", "a"): {"key_names": ["a", "b"]},
-        ("--key-name", "k", "--delete-missing"): {"key_name": "k", "delete_missing": True},
-        ("--delete-missing",): {"delete_missing": True},
-    }
-    for argv, expected in cases.items():
-        (invocation,) = runner.build_invocations(runner.parse_args(list(argv), environ={}))
-        assert invocation.event == expected, argv
-        events.parse_event(invocation.event, "default")  # accepted, no ValidationError
-
-
-def test_more_names_than_one_event_holds_become_several_runs() -> None:
-    import events
-
-    assert runner.MAX_KEY_NAMES_PER_EVENT == events.MAX_KEY_NAMES
-    names = [f"key-{i:04d}" for i in range(2500)]
-    config = runner.parse_args(["--key-names", *names, *names[:10]], environ={})
-    invocations = runner.build_invocations(config)
-    assert [i.names for i in invocations] == [1000, 1000, 500]
-    assert [len(i.event["key_names"]) for i in invocations] == [1000, 1000, 500]
-    assert invocations[0].event["key_names"][0] == "key-0000"
-    assert invocations[2].event["key_names"][-1] == "key-2499"
-    assert invocations[1].label == "1000 named key(s) (part 2 of 3)"
-
-
-def test_the_function_never_continues_itself_from_a_laptop() -> None:
-    environment = runner.function_environment(runner.parse_args(["--all"], environ={}))
-    assert environment["SELF_INVOKE_CONTINUATION"] == "false"
-
-
-# --------------------------------------------------------------------------- --follow
-
-
-def bulk_doc(
-    listed: int,
-    cursor: str | None,
-    *,
-    success: bool = True,
-    error: dict[str, Any] | None = None,
-    written: int | None = None,
-) -> dict[str, Any]:
-    statistics = {
-        "keys_listed": listed,
-        "keys_fetched": listed,
-        "records_written": listed if written is None else written,
-        "records_unchanged": 0,
-        "records_deleted": 0,
-        "records_failed": 0,
-        "next_cursor": cursor,
-        "complete": cursor is None and error is None,
-    }
-    document: dict[str, Any] = {"success": success and error is None, "statistics": statistics}
-    if error is not None:
-        document["error"] = error
-    else:
-        document["data"] = {"next_cursor": cursor, "complete": statistics["complete"]}
-    return document
-
-
-class ScriptedHandler:
-    """Answers each call with the next document and records the events."""
-
-    def __init__(self, *documents: dict[str, Any]) -> None:
-        self.documents = list(documents)
-        self.events: list[dict[str, Any]] = []
-
-    def __call__(self, event: Any, context: Any) -> dict[str, Any]:
-        self.events.append(dict(event))
-        assert context.get_remaining_time_in_millis() > 0  # a fresh context each call
-        return self.documents.pop(0)
-
-
-def test_follow_passes_each_next_cursor_until_complete() -> None:
-    handler = ScriptedHandler(bulk_doc(10, "c1"), bulk_doc(10, "c2"), bulk_doc(5, None))
-    seen: list[dict[str, Any]] = []
-    outcome = runner.run_invocations(
-        handler,
-        [runner.Invocation("all", {"all": True, "delete_missing": True})],
-        30,
-        follow=True,
-        on_document=seen.append,
-    )
-    assert handler.events == [
-        {"all": True, "delete_missing": True},
-        {"all": True, "delete_missing": True, "cursor": "c1"},
-        {"all": True, "delete_missing": True, "cursor": "c2"},
-    ]
-    assert outcome.complete is True
-    assert outcome.stopped is None
-    assert len(outcome.documents) == 3
-    assert seen == outcome.documents
-
-
-def test_without_follow_an_unfinished_run_reports_its_cursor() -> None:
-    handler = ScriptedHandler(bulk_doc(10, "c1"))
-    outcome = runner.run_invocations(handler, [runner.Invocation("all", {"all": True})], 30)
-    assert len(handler.events) == 1
-    assert (outcome.complete, outcome.cursor, outcome.stopped) == (False, "c1", None)
-    assert outcome.unfinished is not None and outcome.unfinished.label == "all"
-
-
-@pytest.mark.parametrize(
-    ("documents", "max_invocations", "reason"),
-    [
-        (
-            [bulk_doc(10, "c1"), bulk_doc(0, "c1", error={"type": "AUTH_ERROR", "message": "no"})],
-            None,
-            "AUTH_ERROR: no",
-        ),
-        ([bulk_doc(10, "c1"), bulk_doc(0, "c1")], None, "no page fits"),
-        ([bulk_doc(10, "c1"), bulk_doc(10, "c2")], 2, "--max-invocations 2 reached"),
-    ],
-)
-def test_follow_stops_when_it_cannot_go_on(
-    documents: list[dict[str, Any]], max_invocations: int | None, reason: str
-) -> None:
-    handler = ScriptedHandler(*documents)
-    outcome = runner.run_invocations(
-        handler,
-        [runner.Invocation("all", {"all": True})],
-        30,
-        follow=True,
-        max_invocations=max_invocations,
-    )
-    assert handler.documents == []  # no call after the stop
-    assert outcome.complete is False
-    assert outcome.stopped is not None and reason in outcome.stopped
-
-
-def test_follow_stops_when_no_cursor_comes_back() -> None:
-    document = bulk_doc(10, None)
-    document["statistics"]["complete"] = False
-    outcome = runner.run_invocations(
-        ScriptedHandler(document), [runner.Invocation("all", {"all": True})], 30, follow=True
-    )
-    assert outcome.stopped == "the function returned no next_cursor"
-
-
-def test_follow_runs_each_names_chunk_to_completion() -> None:
-    handler = ScriptedHandler(bulk_doc(100, "c1"), bulk_doc(900, None), bulk_doc(5, None))
-    invocations = [
-        runner.Invocation("part 1", {"key_names": ["a"]}, names=1000),
-        runner.Invocation("part 2", {"key_names": ["b"]}, names=5),
-    ]
-    outcome = runner.run_invocations(handler, invocations, 30, follow=True)
-    assert handler.events == [
-        {"key_names": ["a"]},
-        {"key_names": ["a"], "cursor": "c1"},
-        {"key_names": ["b"]},
-    ]
-    assert outcome.complete is True
-
-
-def test_an_unfinished_names_chunk_stops_later_chunks_without_follow() -> None:
-    handler = ScriptedHandler(bulk_doc(100, "c1"))
-    invocations = [
-        runner.Invocation("part 1", {"key_names": ["a"]}, names=1000),
-        runner.Invocation("part 2", {"key_names": ["b"]}, names=5),
-    ]
-    outcome = runner.run_invocations(handler, invocations, 30)
-    assert len(handler.events) == 1
-    assert (outcome.complete, outcome.not_started) == (False, 5)
-
-
-# --------------------------------------------------------------------------- main with --follow
-
-
-@pytest.mark.usefixtures("no_cloudflare_env")
-def test_main_prints_every_document_and_exits_0_when_the_follow_completes(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    handler = ScriptedHandler(bulk_doc(10, "c1"), bulk_doc(3, None))
-    monkeypatch.setattr(runner, "load_handler", lambda: handler)
-    assert runner.main(["--all", "--follow", "--secret-name", "s", "--no-progress"]) == 0
-    captured = capsys.readouterr()
-    documents = decode_stream(captured.out)
-    assert [d["statistics"]["keys_listed"] for d in documents] == [10, 3]
-    assert captured.err == ""  # no progress line, nothing to resume
-
-
-@pytest.mark.usefixtures("no_cloudflare_env")
-def test_main_without_follow_says_how_to_continue(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setattr(runner, "load_handler", lambda: ScriptedHandler(bulk_doc(10, "c-42")))
-    assert runner.main(["--prefix", "flags/", "--secret-name", "s"]) == 0  # success, paused
-    err = capsys.readouterr().err
-    assert "the run of prefix 'flags/' is not complete" in err
-    assert "--cursor c-42" in err
-
-
-@pytest.mark.usefixtures("no_cloudflare_env")
-def test_main_exits_1_when_a_follow_stops_early(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    handler = ScriptedHandler(bulk_doc(10, "c1"), bulk_doc(10, "c2"))
-    monkeypatch.setattr(runner, "load_handler", lambda: handler)
-    argv = ["--all", "--follow", "--max-invocations", "2", "--secret-name", "s", "--progress"]
-    assert runner.main(argv) == 1
-    err = capsys.readouterr().err
-    assert "--follow stopped: --max-invocations 2 reached" in err
-    assert "--cursor c2" in err
-    assert "kv-sync stopped: 2 invocation(s), 20 listed" in err
-
-
-@pytest.mark.usefixtures("no_cloudflare_env")
-def test_interrupt_exits_130_with_the_progress_so_far(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    def handler(event: Any, context: Any) -> dict[str, Any]:
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(runner, "load_handler", lambda: handler)
-    assert runner.main(["--all", "--secret-name", "s", "--progress"]) == 130
-    err = capsys.readouterr().err
-    assert "kv-sync interrupted: 0 invocation(s)" in err
-    assert "kv-sync: interrupted" in err
-
-
-def decode_stream(text: str) -> list[dict[str, Any]]:
-    """The JSON documents printed one after another."""
-    decoder = json.JSONDecoder()
-    documents, index = [], 0
-    while index < len(text):
-        if text[index].isspace():
-            index += 1
-            continue
-        document, index = decoder.raw_decode(text, index)
-        documents.append(document)
-    return documents
-
-
-# --------------------------------------------------------------------------- progress line
-
-
-class Terminal(io.StringIO):
-    def __init__(self, tty: bool) -> None:
+    def __init__(self, tty: bool = False) -> None:
         super().__init__()
         self.tty = tty
 
@@ -644,165 +41,532 @@ class Terminal(io.StringIO):
         return self.tty
 
 
+class ScriptedFunction:
+    """Answers each invocation with the next document; records events and contexts."""
+
+    def __init__(self, *replies: dict[str, Any] | BaseException) -> None:
+        self.replies = list(replies)
+        self.events: list[dict[str, Any]] = []
+        self.contexts: list[Any] = []
+        self.environments: list[dict[str, str]] = []
+
+    def __call__(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        self.events.append(event)
+        self.contexts.append(context)
+        self.environments.append(dict(os.environ))
+        reply = self.replies.pop(0)
+        if isinstance(reply, BaseException):
+            raise reply
+        return reply
+
+
+def multi_key(listed: int, cursor: str | None, *, failed: int = 0) -> dict[str, Any]:
+    """A multi-key document as the function returns it (the fields the runner reads)."""
+    statistics = {
+        "keys_listed": listed,
+        "keys_fetched": listed,
+        "records_written": listed - failed,
+        "records_unchanged": 0,
+        "records_deleted": 0,
+        "records_failed": failed,
+        "next_cursor": cursor,
+        "complete": cursor is None,
+    }
+    data = {"next_cursor": cursor, "complete": cursor is None}
+    return {"success": failed == 0, "data": data, "statistics": statistics}
+
+
+def stopped_by(error_type: str, cursor: str | None) -> dict[str, Any]:
+    """A multi-key run that an error stopped."""
+    error = {"type": error_type, "message": "Cloudflare rejected the token"}
+    return {
+        "success": False,
+        "error": error,
+        "statistics": {"next_cursor": cursor, "complete": False},
+    }
+
+
+def run(
+    argv: list[str], function: ScriptedFunction, err: Stream | None = None
+) -> tuple[int, str, str]:
+    """Run the runner with ``argv`` on the scripted function; (status, stdout, stderr)."""
+    out, err = Stream(), err or Stream()
+    code = runner.run(runner.parse_args(argv, environ={}), out=out, err=err, handler=function)
+    return code, out.getvalue(), err.getvalue()
+
+
+# --------------------------------------------------------------------------- arguments
+
+
+def test_defaults_follow_terraform() -> None:
+    # WHEN nothing is passed and the environment is empty
+    config = runner.parse_args([], environ={})
+
+    # THEN the default key syncs into Terraform's table, with its secret and timeout
+    assert config.table == "cloudflare-kv-data"
+    assert config.secret_name == "cloudflare-kv-credentials"
+    assert config.env_credentials is None
+    assert config.timeout == 300.0
+    assert runner.build_invocations(config)[0].event == {}
+
+
+def test_table_secret_and_api_default_to_the_function_environment() -> None:
+    # GIVEN the function's variables in the environment
+    environ = {
+        "DYNAMODB_TABLE_NAME": "other-table",
+        "CLOUDFLARE_API_BASE_URL": "http://kv.local/client/v4",
+        "SECRETS_MANAGER_SECRET_NAME": "other-secret",
+    }
+    # WHEN no flag overrides them THEN they are used
+    config = runner.parse_args([], environ=environ)
+    assert (config.table, config.secret_name) == ("other-table", "other-secret")
+    assert config.api_base_url == "http://kv.local/client/v4"
+    # AND flags win over them
+    config = runner.parse_args(["--table", "t", "--secret-name", "s"], environ=environ)
+    assert (config.table, config.secret_name) == ("t", "s")
+
+
+def test_cloudflare_variables_replace_the_secret_and_stay_out_of_reprs() -> None:
+    # WHEN the four CLOUDFLARE_* variables are set
+    config = runner.parse_args([], environ=ENV_CREDENTIALS)
+
+    # THEN they are the credentials, in the secret's JSON shape, and no secret is read
+    assert config.secret_name is None
+    assert config.env_credentials is not None
+    assert json.loads(config.env_credentials) == {
+        "api_token": TOKEN,
+        "account_id": ACCOUNT_ID,
+        "kv_namespace_id": NAMESPACE_ID,
+        "kv_namespace": NAMESPACE_NAME,
+    }
+    assert TOKEN not in repr(config)
+    # AND --secret-name wins over them
+    config = runner.parse_args(["--secret-name", "prod"], environ=ENV_CREDENTIALS)
+    assert (config.secret_name, config.env_credentials) == ("prod", None)
+
+
+def test_incomplete_cloudflare_variables_are_a_usage_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # GIVEN two of the four variables
+    environ = {"CLOUDFLARE_API_TOKEN": TOKEN, "CLOUDFLARE_ACCOUNT_ID": ACCOUNT_ID}
+
+    # WHEN the runner parses its arguments THEN it exits 2 naming the missing ones
+    with pytest.raises(SystemExit) as exited:
+        runner.parse_args([], environ=environ)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "missing CLOUDFLARE_KV_NAMESPACE_ID, CLOUDFLARE_KV_NAMESPACE " in err
+    assert TOKEN not in err
+
+
 @pytest.mark.parametrize(
-    ("argv", "tty", "wanted"),
+    ("argv", "message"),
+    [
+        (["--key-name", "a", "--prefix", "p"], "not allowed with"),
+        (["--all", "--key-names", "a"], "not allowed with"),
+        (["--key-names"], "expected at least one argument"),
+        (["--cursor", "c"], "--cursor continues"),
+        (["--key-name", "a", "--cursor", "c"], "--cursor continues"),
+        (["--key-names", *[f"k{i}" for i in range(1001)], "--cursor", "c"], "at most 1000"),
+        (["--follow"], "--follow needs"),
+        (["--key-name", "a", "--follow"], "--follow needs"),
+        (["--all", "--max-invocations", "3"], "only applies with --follow"),
+        (["--all", "--follow", "--max-invocations", "0"], "at least 1"),
+        (["--timeout", "0"], "--timeout must be"),
+        (["--timeout", "901"], "--timeout must be"),
+        (["--timeout", "soon"], "invalid float value"),
+    ],
+)
+def test_bad_arguments_are_usage_errors(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # WHEN the arguments cannot work THEN the runner exits 2 and says why
+    with pytest.raises(SystemExit) as exited:
+        runner.parse_args(argv, environ={})
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- events
+
+
+@pytest.mark.parametrize(
+    ("argv", "event"),
+    [
+        (["--key-name", "k"], {"key_name": "k"}),
+        (["--prefix", "flags/", "--delete-missing"], {"prefix": "flags/", "delete_missing": True}),
+        (
+            ["--all", "--cursor", "c1", "--no-delete-missing"],
+            {"all": True, "cursor": "c1", "delete_missing": False},
+        ),
+        (["--key-names", "b", "a", "b"], {"key_names": ["b", "a"]}),
+    ],
+)
+def test_each_selector_becomes_the_event_the_function_documents(
+    argv: list[str], event: dict[str, Any]
+) -> None:
+    # WHEN a selector is given THEN one run starts with that direct-invocation event
+    (invocation,) = runner.build_invocations(runner.parse_args(argv, environ={}))
+    assert invocation.event == event
+
+
+def test_more_names_than_one_event_takes_are_split_into_runs() -> None:
+    from kv_sync.events import MAX_KEY_NAMES
+
+    # GIVEN more names than two events of the function take
+    names = [f"key-{i:05d}" for i in range(2 * MAX_KEY_NAMES + 500)]
+
+    # WHEN the runs are built
+    invocations = runner.build_invocations(runner.parse_args(["--key-names", *names], environ={}))
+
+    # THEN three events carry them in order, as many as the function takes in each
+    assert [len(i.event["key_names"]) for i in invocations] == [MAX_KEY_NAMES, MAX_KEY_NAMES, 500]
+    assert [name for i in invocations for name in i.event["key_names"]] == names
+    assert invocations[1].label == f"{MAX_KEY_NAMES} named key(s) (part 2 of 3)"
+
+
+def test_the_function_never_continues_itself_and_gets_the_run_settings() -> None:
+    # GIVEN env credentials and --verbose
+    config = runner.parse_args(["--all", "--table", "t", "-v"], environ=ENV_CREDENTIALS)
+
+    # WHEN the function's environment is built
+    environment = runner.function_environment(config)
+
+    # THEN self-continuation is off, the table is set, and the credentials' source is named
+    assert environment["SELF_INVOKE_CONTINUATION"] == "false"
+    assert environment["DYNAMODB_TABLE_NAME"] == "t"
+    assert environment["SECRETS_MANAGER_SECRET_NAME"] == runner.ENV_CREDENTIALS_SOURCE
+    assert environment["POWERTOOLS_METRICS_DISABLED"] == "false"
+    assert TOKEN not in json.dumps(environment)
+
+
+# --------------------------------------------------------------------------- env credentials
+
+
+def test_the_env_credentials_provider_feeds_the_function_its_credentials() -> None:
+    # GIVEN the provider of the CLOUDFLARE_* credentials, in use by the function
+    config = runner.parse_args([], environ=ENV_CREDENTIALS)
+    assert config.env_credentials is not None
+    settings = Settings(table_name="t", secret_name=runner.ENV_CREDENTIALS_SOURCE)
+    credentials.use_provider(runner.EnvCredentials(config.env_credentials))
+    try:
+        # WHEN the function loads its credentials
+        loaded = credentials.load_credentials(settings)
+    finally:
+        credentials.use_provider(None)
+
+    # THEN they are the variables' values
+    assert loaded == credentials.CloudflareCredentials(
+        TOKEN, ACCOUNT_ID, NAMESPACE_ID, NAMESPACE_NAME
+    )
+
+
+def test_the_function_validates_env_credentials_like_the_secret() -> None:
+    # GIVEN a token variable still holding a placeholder
+    environ = {**ENV_CREDENTIALS, "CLOUDFLARE_API_TOKEN": "<your-token>"}
+    config = runner.parse_args([], environ=environ)
+    assert config.env_credentials is not None
+    settings = Settings(table_name="t", secret_name=runner.ENV_CREDENTIALS_SOURCE)
+    credentials.use_provider(runner.EnvCredentials(config.env_credentials))
+    try:
+        # WHEN the function loads its credentials THEN it rejects them, naming field and source
+        with pytest.raises(ConfigurationError) as rejected:
+            credentials.load_credentials(settings)
+    finally:
+        credentials.use_provider(None)
+    assert "placeholder values in: api_token" in rejected.value.message
+    assert runner.ENV_CREDENTIALS_SOURCE in rejected.value.message
+
+
+# --------------------------------------------------------------------------- exit status
+
+
+@pytest.mark.parametrize(("success", "status"), [(True, 0), (False, 1)])
+def test_the_exit_status_follows_the_document(success: bool, status: int) -> None:
+    # GIVEN a function answering one document
+    function = ScriptedFunction({"success": success, "data": {"key_name": "k"}})
+
+    # WHEN one key is synced
+    code, out, err = run(["--key-name", "k", "--table", "t", "--secret-name", "s"], function)
+
+    # THEN stdout holds that document only, and the status follows its success
+    assert (code, documents(out), err) == (
+        status,
+        [{"success": success, "data": {"key_name": "k"}}],
+        "",
+    )
+    assert function.events == [{"key_name": "k"}]
+    # AND the function ran with the run's environment, restored afterwards
+    assert function.environments[0]["DYNAMODB_TABLE_NAME"] == "t"
+    assert function.environments[0]["SECRETS_MANAGER_SECRET_NAME"] == "s"
+    assert os.environ.get("SELF_INVOKE_CONTINUATION") is None
+    # AND with a context counting down from the timeout
+    assert 0 < function.contexts[0].get_remaining_time_in_millis() <= 300_000
+
+
+def test_follow_passes_each_next_cursor_until_complete() -> None:
+    # GIVEN a run that needs three invocations
+    function = ScriptedFunction(multi_key(10, "c1"), multi_key(10, "c2"), multi_key(5, None))
+
+    # WHEN it is followed
+    code, out, err = run(["--all", "--delete-missing", "--follow"], function)
+
+    # THEN each invocation got the cursor of the one before, with a fresh context
+    assert function.events == [
+        {"all": True, "delete_missing": True},
+        {"all": True, "delete_missing": True, "cursor": "c1"},
+        {"all": True, "delete_missing": True, "cursor": "c2"},
+    ]
+    assert len({context.aws_request_id for context in function.contexts}) == 3
+    # AND every document was printed, and the run is a success
+    assert [d["statistics"]["keys_listed"] for d in documents(out)] == [10, 10, 5]
+    assert (code, err) == (0, "")
+
+
+def test_without_follow_an_incomplete_run_says_how_to_continue() -> None:
+    # WHEN one invocation of a prefix run stops before the deadline
+    code, _, err = run(["--prefix", "flags/"], ScriptedFunction(multi_key(10, "c-42")))
+
+    # THEN it is a success, and stderr gives the cursor to continue with
+    assert code == 0
+    assert err == (
+        "kv-sync: the run of prefix 'flags/' is not complete; "
+        "continue with --cursor c-42 (same selector), or use --follow\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("replies", "extra", "reason"),
+    [
+        (
+            [multi_key(10, "c1"), stopped_by("AUTH_ERROR", "c1")],
+            [],
+            "AUTH_ERROR: Cloudflare rejected the token",
+        ),
+        (
+            [multi_key(10, "c1"), multi_key(10, "c2")],
+            ["--max-invocations", "2"],
+            "--max-invocations 2 reached",
+        ),
+        (
+            [{**multi_key(10, None), "statistics": {"complete": False}}],
+            [],
+            "the function returned no next_cursor",
+        ),
+    ],
+)
+def test_follow_stops_when_it_cannot_go_on_and_exits_1(
+    replies: list[dict[str, Any]], extra: list[str], reason: str
+) -> None:
+    # GIVEN a run that cannot be completed
+    function = ScriptedFunction(*replies)
+
+    # WHEN it is followed
+    code, _, err = run(["--all", "--follow", *extra], function)
+
+    # THEN the runner stops right there, says why, and exits 1
+    assert function.replies == []
+    assert code == 1
+    assert f"kv-sync: --follow stopped: {reason}\n" in err
+
+
+def test_follow_goes_on_past_failed_keys_but_exits_1() -> None:
+    # GIVEN a run in which one key failed in the first invocation
+    function = ScriptedFunction(multi_key(10, "c1", failed=1), multi_key(5, None))
+
+    # WHEN it is followed THEN it completes, and the failure sets the status
+    code, out, _ = run(["--prefix", "p", "--follow"], function)
+    assert len(documents(out)) == 2
+    assert code == 1
+
+
+def test_an_unfinished_run_of_names_leaves_later_runs_unstarted() -> None:
+    # GIVEN 1,005 names: two runs, the first of which does not finish
+    names = [f"k{i}" for i in range(1005)]
+    function = ScriptedFunction(multi_key(0, "c1"))
+
+    # WHEN they are synced without --follow
+    code, _, err = run(["--key-names", *names], function)
+
+    # THEN the second run never started, and stderr says to use --follow
+    assert len(function.events) == 1
+    assert code == 0
+    assert err == (
+        "kv-sync: the run of 1000 named key(s) (part 1 of 2) is not complete "
+        "(5 more name(s) not started); run again with --follow\n"
+    )
+
+
+def test_an_interrupt_exits_130_with_the_progress_so_far() -> None:
+    # GIVEN a function interrupted in its second invocation
+    function = ScriptedFunction(multi_key(10, "c1"), KeyboardInterrupt())
+
+    # WHEN the run is followed with a progress line
+    code, out, err = run(["--all", "--follow", "--progress"], function)
+
+    # THEN the first document was printed and the status is 130
+    assert code == 130
+    assert len(documents(out)) == 1
+    assert err.splitlines()[-2].startswith("kv-sync interrupted: 2 invocation(s), 10 listed, ")
+    assert err.splitlines()[-1] == "kv-sync: interrupted"
+
+
+def test_a_run_without_an_aws_region_stops_before_invoking(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN no region anywhere
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    function = ScriptedFunction()
+
+    # WHEN the runner starts THEN it says so and exits 1, without invoking
+    code, out, err = run([], function)
+    assert (code, out) == (1, "")
+    assert err.startswith("error: No AWS region")
+    assert function.events == []
+
+
+def test_an_unknown_profile_stops_before_invoking(monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN no AWS config files
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+
+    # WHEN a profile is asked for THEN the runner names it and exits 1
+    code, _, err = run(["--profile", "no-such-profile"], ScriptedFunction())
+    assert code == 1
+    assert "no-such-profile" in err
+
+
+# --------------------------------------------------------------------------- progress
+
+
+@pytest.mark.parametrize(
+    ("argv", "tty", "drawn"),
     [
         (["--all"], True, True),
         (["--all"], False, False),
         (["--all", "--progress"], False, True),
-        (["--prefix", "p", "--no-progress"], True, False),
-        (["--key-names", "a"], True, True),
-        (["--key-name", "a", "--progress"], True, False),  # single keys: no progress line
-        ([], True, False),
+        (["--all", "--no-progress"], True, False),
+        (["--key-name", "k", "--progress"], True, False),  # one key: no progress line
     ],
 )
-def test_progress_is_for_multi_key_runs_on_a_terminal_unless_forced(
-    argv: list[str], tty: bool, wanted: bool
+def test_the_progress_line_is_for_multi_key_runs_on_a_terminal_unless_forced(
+    argv: list[str], tty: bool, drawn: bool
 ) -> None:
-    config = runner.parse_args(argv, environ={})
-    assert runner.progress_wanted(config, Terminal(tty)) is wanted
+    # WHEN a run finishes with stderr a terminal, or not
+    document = multi_key(3, None) if "--all" in argv else {"success": True}
+    _, _, err = run(argv, ScriptedFunction(document), Stream(tty))
+
+    # THEN the progress summary is there only for a multi-key run on a terminal, or forced
+    assert ("kv-sync done: 1 invocation(s)" in err) is drawn
 
 
-def test_progress_lines_without_a_terminal_add_up_invocations_and_pages() -> None:
-    stream, clock = Terminal(False), [0.0]
-    line = runner.ProgressLine(stream, redraw=False, clock=lambda: clock[0])
-    line.start_invocation()
-    clock[0] = 1.0
-    line.page(FakeStats(keys_listed=10, keys_fetched=10, records_written=4), None)
-    line.invocation_done(bulk_doc(20, "c1", written=8), None)
-    line.start_invocation()
-    line.page(FakeStats(keys_listed=5, keys_fetched=5, records_deleted=1), None)
-    clock[0] = 2.5
-    line.finish("done")
-    lines = stream.getvalue().splitlines()
-    assert lines[0].startswith("kv-sync listed 10 | fetched 10 written 4 ")
-    assert lines[0].endswith("| invocation 1 | 1.0s")
-    assert "listed 20 | fetched 20 written 8" in lines[1]
-    assert "listed 25 | fetched 25 written 8 unchanged 0 deleted 1" in lines[2]
-    assert "invocation 2" in lines[2]
-    assert lines[3] == (
-        "kv-sync done: 1 invocation(s), 25 listed, 25 fetched, 8 written, 0 unchanged, "
-        "1 deleted, 0 failed in 2.5s"
+def stats(
+    keys_listed: int = 0, keys_fetched: int = 0, records_written: int = 0, records_deleted: int = 0
+) -> SyncStats:
+    """The engine's statistics of a run so far."""
+    return SyncStats(
+        keys_listed=keys_listed,
+        keys_fetched=keys_fetched,
+        records_written=records_written,
+        records_deleted=records_deleted,
     )
-    assert "\r" not in stream.getvalue()
 
 
-def test_progress_bar_for_named_keys_counts_names_across_runs() -> None:
-    stream = Terminal(False)
-    line = runner.ProgressLine(stream, total_names=1500, redraw=False, clock=lambda: 0.0)
-    line.start_invocation(names_base=0)
-    line.page(FakeStats(keys_fetched=100), 100)
-    assert "[#.......................] 100/1500 6%" in stream.getvalue()
-    line.invocation_done(bulk_doc(1000, None), 1000)
-    line.start_invocation(names_base=1000)
-    line.page(FakeStats(keys_fetched=500), 500)
+def test_progress_lines_add_up_pages_and_invocations() -> None:
+    # GIVEN a progress line on a stream that is no terminal, with a clock
+    stream, now = Stream(), [0.0]
+    line = runner.ProgressLine(stream, clock=lambda: now[0])
+
+    # WHEN two invocations report pages
+    line.start_run(0, 0)
+    line.start_invocation()
+    now[0] = 1.0
+    line.page(stats(keys_listed=10, keys_fetched=10, records_written=4))
+    line.invocation_done(multi_key(20, "c1"))
+    line.start_invocation()
+    line.page(stats(keys_listed=5, keys_fetched=5, records_deleted=1))
+    now[0] = 2.5
+    line.finish("done")
+
+    # THEN each update is a line, counting finished invocations and the running one
+    assert stream.getvalue().splitlines() == [
+        "kv-sync listed 10 | fetched 10 written 4 unchanged 0 deleted 0 failed 0 | invocation 1 | 1.0s",
+        "kv-sync listed 20 | fetched 20 written 20 unchanged 0 deleted 0 failed 0 | invocation 1 | 1.0s",
+        "kv-sync listed 25 | fetched 25 written 20 unchanged 0 deleted 1 failed 0 | invocation 2 | 1.0s",
+        "kv-sync done: 2 invocation(s), 25 listed, 25 fetched, 20 written, 0 unchanged, "
+        "1 deleted, 0 failed in 2.5s",
+    ]
+
+
+def test_the_bar_counts_pages_of_names_across_runs() -> None:
+    from kv_sync.engine import NAMES_PAGE_SIZE
+
+    # GIVEN a bar over 1,500 names in two runs
+    stream = Stream()
+    line = runner.ProgressLine(stream, total_names=1500, clock=lambda: 0.0)
+
+    # WHEN the first run does one page
+    line.start_run(0, 1000)
+    line.start_invocation()
+    line.page(stats(keys_fetched=NAMES_PAGE_SIZE))
+
+    # THEN the bar shows that page's names
+    done = NAMES_PAGE_SIZE
+    filled = done * 24 // 1500
+    assert stream.getvalue().startswith(
+        f"kv-sync [{'#' * filled}{'.' * (24 - filled)}] {done}/1500 {done * 100 // 1500}% | "
+    )
+
+    # WHEN the second run does all of its pages
+    line.start_run(1000, 500)
+    for _ in range(-(-500 // NAMES_PAGE_SIZE) + 1):
+        line.page(stats(keys_fetched=500))
+
+    # THEN the bar is full, and never beyond
     assert (
         stream.getvalue()
         .splitlines()[-1]
-        .startswith("kv-sync [########################] 1500/1500 100% | fetched 1500")
+        .startswith("kv-sync [########################] 1500/1500 100% | ")
     )
 
 
-def test_progress_on_a_terminal_redraws_in_place_and_throttles() -> None:
-    stream, clock = Terminal(True), [0.0]
-    line = runner.ProgressLine(
-        stream, redraw=True, clock=lambda: clock[0], width=60, min_interval=0.5
-    )
+def test_on_a_terminal_the_line_is_redrawn_in_place_and_fits_the_width() -> None:
+    # GIVEN a progress line on a 60-column terminal
+    stream = Stream(tty=True)
+    line = runner.ProgressLine(stream, redraw=True, clock=lambda: 0.0, width=60)
+
+    # WHEN two pages are reported, then the run ends
     line.start_invocation()
-    line.page(FakeStats(keys_listed=1000), None)
-    clock[0] = 0.1
-    line.page(FakeStats(keys_listed=2000), None)  # too soon: skipped
-    assert stream.getvalue().count("\r") == 1
-    clock[0] = 1.0
-    line.page(FakeStats(keys_listed=3000), None)
-    text = stream.getvalue()
-    assert text.count("\r") == 2
-    drawn = text.split("\r")[-1]
-    assert len(drawn) == 59  # cut to the terminal width
-    assert "listed 3000" in drawn
+    line.page(stats(keys_listed=1000))
+    line.page(stats(keys_listed=2000))
     line.finish("done")
-    assert stream.getvalue().endswith("\r" + " " * 59 + "\r" + "kv-sync done: 0 invocation(s), "
-                                      "3000 listed, 0 fetched, 0 written, 0 unchanged, "
-                                      "0 deleted, 0 failed in 1.0s\n")  # fmt: skip
+
+    # THEN each draw went back to the line's start, cut to 59 characters, never a newline
+    text = stream.getvalue()
+    draws = text.split("\n")[0].split("\r")
+    assert draws[1] == "kv-sync listed 1000 | fetched 0 written 0 unchanged 0 delet"
+    assert draws[2] == "kv-sync listed 2000 | fetched 0 written 0 unchanged 0 delet"
+    # AND the summary replaced the line
+    assert text.endswith(f"\r{' ' * 59}\rkv-sync done: 1 invocation(s), 2000 listed, 0 fetched, "
+                         "0 written, 0 unchanged, 0 deleted, 0 failed in 0.0s\n")  # fmt: skip
 
 
 def test_log_lines_clear_the_progress_line_and_bring_it_back() -> None:
-    stream = Terminal(True)
+    # GIVEN a progress line on a terminal
+    stream = Stream(tty=True)
     line = runner.ProgressLine(stream, redraw=True, clock=lambda: 0.0, width=200)
     line.start_invocation()
-    line.page(FakeStats(keys_listed=7), None)
-    logs = runner._AroundProgress(stream, line)
-    logs.write('{"level": "WARNING", "message": "Retrying"}\n')
-    after = stream.getvalue().split('{"level"')[1]
-    assert "\n\rkv-sync" in after  # redrawn below the log line
-    before = stream.getvalue().split('{"level"')[0]
-    assert before.endswith("\r" + " " * line._shown + "\r")
+    line.page(stats(keys_listed=7))
+    drawn = stream.getvalue()
 
+    # WHEN the function logs a line through the runner's stderr wrapper
+    runner.LogsAroundProgress(stream, line).write('{"level":"WARNING","message":"Retrying"}\n')
 
-@dataclass
-class FakeStats:
-    keys_listed: int = 0
-    keys_fetched: int = 0
-    records_written: int = 0
-    records_unchanged: int = 0
-    records_deleted: int = 0
-    records_failed: int = 0
-
-
-def test_page_hook_reports_pages_and_restores_the_function() -> None:
-    import bulk
-
-    originals = (bulk._Run.names_page, bulk._Run.listing_page)
-    calls: list[tuple[Any, int | None]] = []
-    with runner.page_hook(lambda stats, offset: calls.append((stats, offset))) as installed:
-        assert installed is True
-        assert bulk._Run.names_page is not originals[0]
-        run = bulk._Run.__new__(bulk._Run)
-        run.stats = bulk.BulkStats(keys_fetched=3)
-        # A page of names: the wrapped method runs, then the callback gets the offset.
-        result = bulk._Run.names_page(run, (), bulk._Position(offset=7))
-        assert result == (bulk._Position(offset=7), True)
-    assert calls == [(run.stats, 7)]
-    assert (bulk._Run.names_page, bulk._Run.listing_page) == originals
-
-
-def test_a_failing_progress_callback_never_breaks_the_sync() -> None:
-    import bulk
-
-    def boom(stats: Any, offset: int | None) -> None:
-        raise RuntimeError("display broke")
-
-    with runner.page_hook(boom):
-        run = bulk._Run.__new__(bulk._Run)
-        run.stats = bulk.BulkStats()
-        assert bulk._Run.names_page(run, (), bulk._Position(offset=2)) == (
-            bulk._Position(offset=2),
-            True,
-        )
-
-
-# --------------------------------------------------------------------------- real handler, bulk
-
-
-def test_named_keys_with_the_real_handler_and_a_forced_progress_bar(
-    aws: Any,
-    cf: responses.RequestsMock,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    values = {"a": {"value": "1", "metadata": None}, "b": {"value": "two", "metadata": None}}
-    cf.add(
-        responses.POST,
-        BULK_GET_URL,
-        json={"success": True, "errors": [], "messages": [], "result": {"values": values}},
+    # THEN the line was wiped first, and drawn again below the log line
+    blank = "\r" + " " * (len(drawn) - 1) + "\r"
+    assert stream.getvalue() == (
+        drawn + blank + '{"level":"WARNING","message":"Retrying"}\n' + drawn
     )
-    argv = ["--key-names", "a", "b", "--secret-name", SECRET, "--table", TABLE, "--progress"]
-    assert runner.main(argv) == 0
-    captured = capsys.readouterr()
-    (document,) = decode_stream(captured.out)
-    assert document["data"]["selector"] == {"key_names": ["a", "b"]}
-    assert document["statistics"]["records_written"] == 2
-    assert stored_item(aws, "b") is not None
-    progress = captured.err.splitlines()
-    assert "[########################] 2/2 100% | fetched 2 written 2" in progress[0]
-    assert progress[-1].startswith("kv-sync done: 1 invocation(s), 0 listed, 2 fetched, 2 written")
-    assert TOKEN not in captured.out + captured.err

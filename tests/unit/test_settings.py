@@ -1,4 +1,4 @@
-"""Reading the function's environment (``lambda_function/config.py``).
+"""Reading the function's environment (``kv_sync.settings``).
 
 The autouse fixture in ``tests/unit/conftest.py`` sets the required variables and
 clears the optional ones; each test changes only what it is about.
@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from config import ENV_VARS, Settings, SettingsError, load_settings
-from tests.unit.conftest import CF_BASE, SECRET, TABLE
+from kv_sync.errors import ConfigurationError
+from kv_sync.settings import ENV_VARS, Settings, load_settings
+from tests.support.cloudflare import CF_BASE, SECRET, TABLE
 
 OPTIONAL = (
     "SECRET_CACHE_SECONDS",
@@ -34,8 +35,12 @@ def only_required(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def settings_error(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> str:
     monkeypatch.setenv(name, value)
-    with pytest.raises(SettingsError) as info:
+    with pytest.raises(ConfigurationError) as info:
         load_settings()
+    # A bad deployment: the operator must fix it, retrying cannot help.
+    assert info.value.type == "CONFIGURATION_ERROR"
+    assert info.value.is_retryable is False
+    assert str(info.value) == info.value.message
     return str(info.value)
 
 
@@ -140,7 +145,7 @@ def test_missing_required_variable_is_named(monkeypatch, name, state):
         monkeypatch.setenv(name, "  ")
 
     # WHEN the settings are loaded
-    with pytest.raises(SettingsError) as info:
+    with pytest.raises(ConfigurationError) as info:
         load_settings()
 
     # THEN the message names exactly that variable
@@ -156,7 +161,7 @@ def test_both_missing_required_variables_are_named_together(monkeypatch):
     monkeypatch.delenv("SECRETS_MANAGER_SECRET_NAME")
 
     # WHEN the settings are loaded
-    with pytest.raises(SettingsError) as info:
+    with pytest.raises(ConfigurationError) as info:
         load_settings()
 
     # THEN the operator learns both at once

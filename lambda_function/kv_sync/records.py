@@ -1,73 +1,45 @@
-"""Turning a KV entry into the single-table DynamoDB record."""
+"""The transform: a KV entry becomes its single-table DynamoDB record."""
 
 from __future__ import annotations
 
 import gzip
 import hashlib
 import json
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from boto3.dynamodb.types import Binary
 
-from errors import ValueTooLargeError
+from kv_sync.errors import ValueTooLargeError
+from kv_sync.model import Record, utc_timestamp
 
 if TYPE_CHECKING:
-    from cloudflare import KVEntry
+    from kv_sync.model import KVEntry
 
 # DynamoDB's item limit is 400 KB (names and values); keep a little headroom.
 MAX_ITEM_BYTES = 400 * 1024 - 1024
 SECONDS_PER_DAY = 86_400
-
-
-def utc_timestamp(moment: datetime) -> str:
-    """ISO-8601 UTC with fixed microsecond width, so strings sort like times."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+KEY_PREFIX = "KEY#"
 
 
 def partition_key(namespace_id: str) -> str:
-    """The record's ``pk``."""
+    """The ``pk`` of a namespace's records."""
     return f"NAMESPACE#{namespace_id}"
 
 
 def sort_key(key_name: str) -> str:
-    """The record's ``sk``."""
-    return f"KEY#{key_name}"
-
-
-@dataclass(frozen=True)
-class Record:
-    """A record ready to write.
-
-    ``attributes`` holds every attribute except ``pk``, ``sk``, ``created_at``
-    and ``updated_at``, which the store sets from the write's outcome.
-    """
-
-    pk: str
-    sk: str
-    attributes: dict[str, Any]
-    content_sha256: str
-    synced_at: str
-    value_type: str
-    size_bytes: int
-    ttl: int | None
+    """The ``sk`` of a key's record."""
+    return f"{KEY_PREFIX}{key_name}"
 
 
 def build_record(
-    entry: KVEntry,
-    *,
-    namespace_id: str,
-    namespace_name: str,
-    synced: datetime,
-    ttl_days: int,
+    entry: KVEntry, *, namespace_id: str, namespace_name: str, synced: datetime, ttl_days: int
 ) -> Record:
-    """Build the DynamoDB record for one KV entry.
+    """The record of one KV entry, read at ``synced``.
 
-    Values that are valid UTF-8 are stored as text exactly as in KV, anything
-    else as Binary. When the item would exceed DynamoDB's 400 KB limit the
-    value is stored gzip-compressed.
+    Text that is valid UTF-8 is stored exactly as in KV, anything else as
+    Binary; an item over DynamoDB's 400 KB limit stores the value gzip-compressed.
 
     Raises
     ------
@@ -82,9 +54,7 @@ def build_record(
         value, value_type = Binary(raw), "binary"
     else:
         value, value_type = text, "json" if _is_json(text) else "string"
-
     value_sha256 = hashlib.sha256(raw).hexdigest()
-    metadata = _to_dynamo(entry.metadata)
     synced_at = utc_timestamp(synced)
     ttl = _ttl(entry.expiration, synced, ttl_days)
     attributes: dict[str, Any] = {
@@ -97,8 +67,8 @@ def build_record(
         "size_bytes": len(raw),
         "synced_at": synced_at,
     }
-    if metadata is not None:
-        attributes["metadata"] = metadata
+    if entry.metadata is not None:
+        attributes["metadata"] = _to_dynamo(entry.metadata)
     if entry.expiration is not None:
         attributes["expiration"] = entry.expiration
     if ttl is not None:
@@ -106,6 +76,8 @@ def build_record(
 
     pk, sk = partition_key(namespace_id), sort_key(entry.key)
     fixed = {"pk": pk, "sk": sk, "created_at": synced_at, "updated_at": synced_at}
+    content = content_hash(value_sha256, entry.metadata, entry.expiration)
+    fixed["content_sha256"] = content
     if item_size({**fixed, **attributes}) > MAX_ITEM_BYTES:
         attributes["value"] = Binary(gzip.compress(raw, compresslevel=9, mtime=0))
         attributes["value_encoding"] = "gzip"
@@ -113,14 +85,13 @@ def build_record(
         if size > MAX_ITEM_BYTES:
             raise ValueTooLargeError(
                 f"Value of '{entry.key}' is {len(raw):,} bytes and still {size:,} bytes "
-                f"gzip-compressed; DynamoDB items are limited to 400 KB"
+                "gzip-compressed; DynamoDB items are limited to 400 KB"
             )
-
     return Record(
         pk=pk,
         sk=sk,
         attributes=attributes,
-        content_sha256=content_hash(value_sha256, entry.metadata, entry.expiration),
+        content_sha256=content,
         synced_at=synced_at,
         value_type=value_type,
         size_bytes=len(raw),
@@ -129,7 +100,7 @@ def build_record(
 
 
 def content_hash(value_sha256: str, metadata: Any, expiration: int | None) -> str:
-    """Hash of everything that makes a record "changed": value, metadata, expiry."""
+    """Hash of everything that makes a record "changed": value, metadata, expiration."""
     canonical = json.dumps(
         [value_sha256, metadata, expiration], sort_keys=True, separators=(",", ":"), default=str
     )
@@ -161,7 +132,7 @@ def _value_size(value: Any) -> int:  # noqa: PLR0911 - one return per DynamoDB t
 
 
 def _is_json(text: str) -> bool:
-    """Whether the text is JSON (strict: NaN and Infinity are not JSON)."""
+    """Whether the text is JSON (strictly: NaN and Infinity are not)."""
     try:
         json.loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError):
@@ -178,7 +149,7 @@ def _ttl(expiration: int | None, synced: datetime, ttl_days: int) -> int | None:
         return expiration
     if ttl_days == 0:
         return None
-    return int(synced.timestamp()) + ttl_days * SECONDS_PER_DAY
+    return int(synced.astimezone(UTC).timestamp()) + ttl_days * SECONDS_PER_DAY
 
 
 def _to_dynamo(metadata: Any) -> Any:

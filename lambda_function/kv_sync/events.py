@@ -1,8 +1,9 @@
 """Recognising and validating the events the function accepts.
 
 Three triggers: a direct invocation (``aws lambda invoke``), a Function URL
-request (payload format 2.0) and an EventBridge scheduled event. Bad input is
-rejected here, before anything reaches Cloudflare or DynamoDB.
+request (payload format 2.0) and an EventBridge scheduled event, whose
+``detail`` may carry a selector. Bad input is rejected here, before anything
+reaches Cloudflare or DynamoDB.
 """
 
 from __future__ import annotations
@@ -11,11 +12,10 @@ import base64
 import binascii
 import json
 import re
-from dataclasses import dataclass, replace
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from errors import MethodNotAllowedError, ValidationError
+from kv_sync.errors import MethodNotAllowedError, ValidationError
+from kv_sync.model import SyncRequest, Trigger
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.data_classes import LambdaFunctionUrlEvent
@@ -29,52 +29,6 @@ ALLOWED_FIELDS = (*SELECTORS, "cursor", "delete_missing", "continuation")
 ALLOWED_METHODS = ("GET", "POST")
 SCHEDULED_EVENT = "Scheduled Event"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-class Trigger(StrEnum):
-    """How the function was invoked; decides the shape of the reply."""
-
-    DIRECT = "direct"
-    FUNCTION_URL = "function_url"
-    SCHEDULE = "schedule"
-
-
-@dataclass(frozen=True)
-class SyncRequest:
-    """A validated request: one key, a list of keys, a prefix or the namespace.
-
-    Exactly one of ``key_name``, ``key_names``, ``prefix`` and ``all_keys`` is
-    set. ``delete_missing`` is ``None`` when the caller left it to the default.
-    ``continuation`` counts self-invocations of one resumable run.
-    """
-
-    trigger: Trigger
-    key_name: str | None = None
-    key_names: tuple[str, ...] | None = None
-    prefix: str | None = None
-    all_keys: bool = False
-    cursor: str | None = None
-    delete_missing: bool | None = None
-    continuation: int = 0
-
-    @property
-    def is_bulk(self) -> bool:
-        """Whether this asks for more than one named key."""
-        return self.key_name is None
-
-    def wants_delete_missing(self, default: bool) -> bool:
-        """``delete_missing`` as asked, else the deployment's default."""
-        return default if self.delete_missing is None else self.delete_missing
-
-    def selector(self) -> dict[str, Any]:
-        """The selector as it appears in an event (echoed in bulk replies)."""
-        if self.key_names is not None:
-            return {"key_names": list(self.key_names)}
-        if self.prefix is not None:
-            return {"prefix": self.prefix}
-        if self.all_keys:
-            return {"all": True}
-        return {"key_name": self.key_name}
 
 
 def detect_trigger(event: object) -> Trigger:
@@ -94,19 +48,18 @@ def parse_event(event: object, default_key: str) -> SyncRequest:
     Raises
     ------
     ValidationError
-        The event, body or key name is malformed.
+        The event, body, selector or key name is malformed.
     MethodNotAllowedError
         A Function URL request used a method other than GET or POST.
     """
     trigger = detect_trigger(event)
+    fields: Any = event
     if trigger is Trigger.SCHEDULE:
-        # A rule's constant input can carry a selector in the event's "detail"
-        # (Terraform sends it that way), so that the run keeps schedule semantics.
+        # A rule's constant input carries a selector in "detail" (Terraform sends it
+        # so), so that every selector keeps schedule semantics; empty: the default key.
         detail = event.get("detail") if isinstance(event, dict) else None
-        if isinstance(detail, dict) and detail:
-            return _request_from(detail, default_key, trigger)
-        return SyncRequest(trigger=trigger, key_name=default_key)
-    if trigger is Trigger.FUNCTION_URL:
+        fields = detail if isinstance(detail, dict) else {}
+    elif trigger is Trigger.FUNCTION_URL:
         # Imported here: the data classes cost cold start on every other trigger.
         from aws_lambda_powertools.utilities.data_classes import LambdaFunctionUrlEvent
 
@@ -116,55 +69,36 @@ def parse_event(event: object, default_key: str) -> SyncRequest:
             raise ValidationError(
                 f"Malformed Function URL event ({type(exc).__name__}); expected payload format 2.0"
             ) from None
-    elif isinstance(event, dict):
-        fields = event
     elif event is None:
         fields = {}
-    else:
+    if not isinstance(fields, dict):
         raise ValidationError(
-            f'The event must be a JSON object such as {{"key_name": "..."}}, '
-            f"not {type(event).__name__}"
+            'The event must be a JSON object such as {"key_name": "..."}, '
+            f"not {type(fields).__name__}"
         )
-    return _request_from(fields, default_key, trigger)
+    return _request(fields, default_key, trigger)
 
 
-def validate_key_name(key_name: object) -> str:
+def validate_key_name(key_name: object, what: str = "key_name") -> str:
     """Check a key name against KV's rules and ours; return it unchanged."""
     if not isinstance(key_name, str):
-        raise ValidationError(f"key_name must be a string, not {type(key_name).__name__}")
+        raise ValidationError(f"{what} must be a string, not {type(key_name).__name__}")
     try:
         size = len(key_name.encode("utf-8"))
     except UnicodeEncodeError:
-        raise ValidationError("key_name is not valid UTF-8 (it holds a lone surrogate)") from None
+        raise ValidationError(f"{what} is not valid UTF-8 (it holds a lone surrogate)") from None
     if size == 0:
-        raise ValidationError("key_name must not be empty")
+        raise ValidationError(f"{what} must not be empty")
     if size > MAX_KEY_BYTES:
-        raise ValidationError(f"key_name is {size} bytes; KV allows at most {MAX_KEY_BYTES}")
-    if key_name in {".", ".."}:
-        raise ValidationError("key_name must not be '.' or '..'")
+        raise ValidationError(f"{what} is {size} bytes; KV keys are at most {MAX_KEY_BYTES}")
     if _CONTROL.search(key_name):
-        raise ValidationError("key_name must not contain control characters")
+        raise ValidationError(f"{what} must not contain control characters")
+    if what == "key_name" and key_name in {".", ".."}:
+        raise ValidationError("key_name must not be '.' or '..'")
     return key_name
 
 
-def validate_prefix(prefix: object) -> str:
-    """Check a key prefix: a non-empty string with a key name's limits."""
-    if not isinstance(prefix, str):
-        raise ValidationError(f"prefix must be a string, not {type(prefix).__name__}")
-    if prefix == "":
-        raise ValidationError('prefix must not be empty; use {"all": true} for the namespace')
-    try:
-        size = len(prefix.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise ValidationError("prefix is not valid UTF-8 (it holds a lone surrogate)") from None
-    if size > MAX_KEY_BYTES:
-        raise ValidationError(f"prefix is {size} bytes; KV keys are at most {MAX_KEY_BYTES}")
-    if _CONTROL.search(prefix):
-        raise ValidationError("prefix must not contain control characters")
-    return prefix
-
-
-def _request_from(fields: dict[str, Any], default_key: str, trigger: Trigger) -> SyncRequest:
+def _request(fields: dict[str, Any], default_key: str, trigger: Trigger) -> SyncRequest:
     unknown = sorted(str(name) for name in fields if name not in ALLOWED_FIELDS)
     if unknown:
         shown = ", ".join(repr(name[:40]) for name in unknown[:5])
@@ -172,27 +106,28 @@ def _request_from(fields: dict[str, Any], default_key: str, trigger: Trigger) ->
     given = [name for name in SELECTORS if name in fields]
     if len(given) > 1:
         raise ValidationError(f"Use only one of {', '.join(SELECTORS)}; got {', '.join(given)}")
-    delete_missing = _optional_bool(fields, "delete_missing")
-    continuation = _continuation(fields.get("continuation", 0))
-    selector = given[0] if given else None
-    cursor = None
+    selector = given[0] if given else "key_name"
+    common: dict[str, Any] = {
+        "trigger": trigger,
+        "delete_missing": _optional_bool(fields.get("delete_missing"), "delete_missing"),
+        "continuation": _continuation(fields.get("continuation", 0)),
+    }
     if fields.get("cursor") is not None:  # null: no cursor, as on a first call
-        if selector in (None, "key_name"):
+        if selector == "key_name":
             raise ValidationError("cursor continues a key_names, prefix or all sync only")
-        cursor = _cursor(fields["cursor"])
-    request = SyncRequest(
-        trigger=trigger, cursor=cursor, delete_missing=delete_missing, continuation=continuation
-    )
+        common["cursor"] = _cursor(fields["cursor"])
     if selector == "key_names":
-        return replace(request, key_names=_key_names(fields["key_names"]))
+        return SyncRequest(key_names=_key_names(fields["key_names"]), **common)
     if selector == "prefix":
-        return replace(request, prefix=validate_prefix(fields["prefix"]))
+        if fields["prefix"] == "":
+            raise ValidationError('prefix must not be empty; use {"all": true} for the namespace')
+        return SyncRequest(prefix=validate_key_name(fields["prefix"], "prefix"), **common)
     if selector == "all":
         if fields["all"] is not True:
             raise ValidationError("all must be true to sync the whole namespace")
-        return replace(request, all_keys=True)
-    key_name = validate_key_name(fields["key_name"]) if selector else default_key
-    return replace(request, key_name=key_name)
+        return SyncRequest(all_keys=True, **common)
+    key_name = fields.get("key_name", default_key)
+    return SyncRequest(key_name=validate_key_name(key_name), **common)
 
 
 def _key_names(value: object) -> tuple[str, ...]:
@@ -200,7 +135,7 @@ def _key_names(value: object) -> tuple[str, ...]:
         raise ValidationError(f"key_names must be a list of strings, not {type(value).__name__}")
     if not 1 <= len(value) <= MAX_KEY_NAMES:
         raise ValidationError(f"key_names must hold 1 to {MAX_KEY_NAMES} names, got {len(value)}")
-    names: dict[str, None] = {}
+    names: dict[str, None] = {}  # ordered, without duplicates
     for index, name in enumerate(value):
         try:
             names[validate_key_name(name)] = None
@@ -209,8 +144,7 @@ def _key_names(value: object) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _optional_bool(fields: dict[str, Any], name: str) -> bool | None:
-    value = fields.get(name)
+def _optional_bool(value: object, name: str) -> bool | None:
     if value is None or isinstance(value, bool):
         return value
     raise ValidationError(f"{name} must be true or false, not {type(value).__name__}")
@@ -229,20 +163,20 @@ def _continuation(value: object) -> int:
 
 
 def _query_fields(query: dict[str, str]) -> dict[str, Any]:
-    """Query parameters as event fields (GET carries no lists or JSON booleans)."""
+    """Query parameters as event fields (a query carries no lists or JSON booleans)."""
     fields: dict[str, Any] = dict(query)
+    if "key_names" in fields:
+        raise ValidationError("key_names needs a POST body (a JSON list)")
     for name in ("all", "delete_missing"):
         if name in fields:
             text = fields[name].strip().lower()
             if text not in {"true", "false"}:
                 raise ValidationError(f"{name} must be true or false")
             fields[name] = text == "true"
-    if "key_names" in fields:
-        raise ValidationError("key_names needs a POST body (a JSON list)")
     return fields
 
 
-def _function_url_fields(request: LambdaFunctionUrlEvent) -> dict[str, Any]:
+def _function_url_fields(request: LambdaFunctionUrlEvent) -> Any:
     method = str(request.request_context.http.method or "").upper()
     if method not in ALLOWED_METHODS:
         raise MethodNotAllowedError(
@@ -255,7 +189,6 @@ def _function_url_fields(request: LambdaFunctionUrlEvent) -> dict[str, Any]:
         return {}
     if len(body) > MAX_BODY_BYTES * 4 // 3 + 4:
         raise ValidationError(f"Request body exceeds {MAX_BODY_BYTES // 1024} KiB")
-    raw: bytes
     if request.is_base64_encoded:
         try:
             raw = base64.b64decode(body, validate=True)

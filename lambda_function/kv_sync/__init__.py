@@ -1,0 +1,14 @@
+"""kv-sync: mirror Cloudflare Workers KV into a DynamoDB table.
+
+Lambda runs ``kv_sync.handler.lambda_handler``. Modules import downward only:
+
+- entry: ``handler``, ``events``, ``replies``, ``continuation``;
+- the engine: ``engine``, ``plan``, ``cursor``;
+- source ``source`` (``cloudflare``, ``cloudflare_replies``, ``credentials``,
+  ``ratelimit``), transform ``records`` and sink ``store``, which never import
+  each other;
+- leaves: ``model``, ``errors``, ``settings``, ``runtime``, ``observability``,
+  ``tracing``, ``redaction``.
+
+``tests/unit/test_package_layers.py`` holds the package to this.
+"""

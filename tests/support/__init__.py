@@ -1,0 +1,1 @@
+"""Helpers shared by the test layers (imported by tests; never collected as tests)."""
