@@ -2,8 +2,10 @@
 
 It starts moto server and the Cloudflare KV emulator on free loopback ports,
 creates the table and the secret the way Terraform does (``local.aws_setup``),
-seeds a few keys, invokes the real ``handler.lambda_handler`` in-process with a
-Lambda-like context, and prints the response documents and the stored items.
+seeds a few keys, invokes the real ``kv_sync.handler.lambda_handler`` in-process
+with a Lambda-like context, and prints the response documents and the stored items.
+The Function URL request re-syncs a key the direct invocation before it stored: its
+content is unchanged, so it reports ``"changed": false`` and writes nothing.
 
 Run it from the repository root::
 
@@ -28,14 +30,24 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import IO, TYPE_CHECKING, Any
 
-from local.aws_setup import SECRET_NAME, TABLE_NAME, create_secret, create_table, put_credentials
+from local.aws_setup import (
+    SECRET_NAME,
+    TABLE_NAME,
+    TIMEOUT_SECONDS,
+    create_secret,
+    create_table,
+    put_credentials,
+)
 from local.kv_emulator import KVEmulator
+from local.lambda_context import LambdaContext
 from local.runner import (
-    LocalContext,
+    RunConfig,
     cli_exit,
+    function_environment,
     load_handler,
     patched_environ,
     powertools_output,
+    print_json,
 )
 
 if TYPE_CHECKING:
@@ -57,7 +69,7 @@ PREVIEW_CHARS = 72
 ITEM_ORDER = (
     "pk", "sk", "key", "value", "value_type", "value_encoding", "namespace_id",
     "namespace_name", "metadata", "expiration", "value_sha256", "size_bytes",
-    "created_at", "updated_at", "synced_at", "ttl",
+    "content_sha256", "created_at", "updated_at", "synced_at", "ttl",
 )  # fmt: skip
 
 
@@ -69,6 +81,7 @@ class Case:
     event: dict[str, Any]
     expect_success: bool = True
     expect_error: str | None = None
+    expect_changed: bool = True  # a success wrote the record (False: already stored)
 
 
 def seed(kv: KVEmulator, namespace_id: str, now: float) -> None:
@@ -129,8 +142,10 @@ def cases() -> list[Case]:
         Case(f"Binary value: {BINARY_KEY}", {"key_name": BINARY_KEY}),
         Case(f"Metadata and expiration: {METADATA_KEY}", {"key_name": METADATA_KEY}),
         Case(
-            f"Function URL POST (payload format 2.0), body {json.dumps(custom)}",
+            f"Function URL POST (payload format 2.0), body {json.dumps(custom)}: "
+            "stored already, unchanged, so nothing is written",
             function_url_event("classic-domain"),
+            expect_changed=False,
         ),
         Case(
             f"Missing key: {MISSING_KEY}",
@@ -162,6 +177,10 @@ def check(case: Case, response: Any) -> str | None:
     if case.expect_success:
         if document.get("success") is not True:
             return f"expected success, got {document.get('error', {}).get('type', document)}"
+        changed = document["data"]["record"]["changed"]
+        writes = document["statistics"]["dynamodb_writes"]
+        if changed is not case.expect_changed or writes != int(case.expect_changed):
+            return f"expected changed={case.expect_changed}, got {changed} with {writes} write(s)"
         return None
     error_type = document.get("error", {}).get("type")
     if document.get("success") is not False or error_type != case.expect_error:
@@ -241,28 +260,24 @@ def offline_aws_environment(endpoint_url: str) -> dict[str, str | None]:
     }
 
 
-def function_environment(kv_base_url: str, verbose: bool) -> dict[str, str | None]:
-    """The environment Terraform gives the function, pointed at the emulators."""
+def demo_environment(endpoint_url: str, kv_base_url: str, verbose: bool) -> dict[str, str | None]:
+    """The environment Terraform gives the function (its defaults), pointed at the emulators."""
+    from kv_sync.settings import ENV_VARS
+
+    config = RunConfig(
+        table=TABLE_NAME,
+        secret_name=SECRET_NAME,
+        api_base_url=kv_base_url,
+        endpoint_url=endpoint_url,
+        verbose=verbose,
+    )
     return {
-        "DYNAMODB_TABLE_NAME": TABLE_NAME,
-        "SECRETS_MANAGER_SECRET_NAME": SECRET_NAME,
-        "CLOUDFLARE_API_BASE_URL": kv_base_url,
+        **dict.fromkeys(ENV_VARS),  # whatever the shell holds: the function's defaults
+        **function_environment(config),
         "DEFAULT_KEY_NAME": DEFAULT_KEY,
-        "SECRET_CACHE_SECONDS": None,
-        "RETRY_MAX_ATTEMPTS": None,
-        "API_TIMEOUT_SECONDS": None,
-        "RECORD_TTL_DAYS": None,
-        "POWERTOOLS_SERVICE_NAME": "kv-sync",
-        "POWERTOOLS_METRICS_NAMESPACE": "KvSync",
         "POWERTOOLS_LOG_LEVEL": "INFO",
-        "POWERTOOLS_TRACE_DISABLED": "true",
-        "POWERTOOLS_METRICS_DISABLED": "false" if verbose else "true",
         "POWERTOOLS_DEV": None,
     }
-
-
-def _print_json(data: Any, out: IO[str]) -> None:
-    print(json.dumps(data, indent=2, ensure_ascii=False, default=str), file=out)
 
 
 def run_demo(verbose: bool = False, out: IO[str] | None = None) -> int:
@@ -285,7 +300,7 @@ def run_demo(verbose: bool = False, out: IO[str] | None = None) -> int:
         kv = stack.enter_context(KVEmulator(tokens=[DEMO_TOKEN]))
         namespace_id = kv.create_namespace(NAMESPACE_TITLE)
         stack.enter_context(patched_environ(offline_aws_environment(endpoint)))
-        stack.enter_context(patched_environ(function_environment(kv.base_url, verbose)))
+        stack.enter_context(patched_environ(demo_environment(endpoint, kv.base_url, verbose)))
 
         dynamodb = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1")
         secrets = boto3.client("secretsmanager", endpoint_url=endpoint, region_name="us-east-1")
@@ -311,17 +326,20 @@ def run_demo(verbose: bool = False, out: IO[str] | None = None) -> int:
 
         handler = load_handler()
         problems: list[str] = []
-        synced = errors = 0
+        written = unchanged = errors = 0
         demo_cases = cases()
         for number, case in enumerate(demo_cases, start=1):
             with powertools_output(logs):
-                response = handler(case.event, LocalContext())
+                response = handler(case.event, LambdaContext(timeout_ms=TIMEOUT_SECONDS * 1000))
             print(f"\n=== [{number}/{len(demo_cases)}] {case.title}", file=out)
-            _print_json(display_response(response), out)
-            if document_of(response).get("success") is True:
-                synced += 1
-            else:
+            print_json(display_response(response), out)
+            document = document_of(response)
+            if document.get("success") is not True:
                 errors += 1
+            elif document["data"]["record"]["changed"]:
+                written += 1
+            else:
+                unchanged += 1
             problem = check(case, response)
             if problem:
                 problems.append(f"{case.title}: {problem}")
@@ -329,11 +347,12 @@ def run_demo(verbose: bool = False, out: IO[str] | None = None) -> int:
         items = stored_items(dynamodb, TABLE_NAME)
         print(f"\n=== Stored DynamoDB items ({len(items)}) in {TABLE_NAME}", file=out)
         for item in items:
-            _print_json(preview(ordered(item)), out)
+            print_json(preview(ordered(item)), out)
 
     print(
-        f"\nSummary: {len(demo_cases)} invocations, {synced} synced, {errors} failed "
-        f"({len(problems)} unexpectedly), {len(items)} items stored, "
+        f"\nSummary: {len(demo_cases)} invocations, {written + unchanged} synced ({written} "
+        f"written, {unchanged} unchanged), {errors} failed ({len(problems)} unexpectedly), "
+        f"{len(items)} items stored, "
         f"{time.perf_counter() - started:.1f} s",
         file=out,
     )

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +16,16 @@ from local.demo import BINARY_KEY, DEFAULT_KEY, DEMO_TOKEN, METADATA_KEY, MISSIN
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_demo(*args: str) -> tuple[subprocess.CompletedProcess[str], float]:
+def run_demo(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m local.demo`` from a shell that points AWS and the function elsewhere."""
     env = dict(os.environ)
     # Whatever the developer's shell points AWS at, the demo must only reach moto.
     env["AWS_ENDPOINT_URL"] = "http://127.0.0.1:9"
     env["AWS_PROFILE"] = "kv-sync-demo-no-such-profile"
-    started = time.perf_counter()
-    result = subprocess.run(
+    # ... and whatever it sets for the function, the demo runs with Terraform's defaults.
+    env["DELETE_MISSING"] = "not-a-boolean"
+    env["DEFAULT_KEY_NAME"] = "some-other-key"
+    return subprocess.run(
         [sys.executable, "-m", "local.demo", *args],
         cwd=ROOT,
         env=env,
@@ -32,7 +34,6 @@ def run_demo(*args: str) -> tuple[subprocess.CompletedProcess[str], float]:
         timeout=120,
         check=False,
     )
-    return result, time.perf_counter() - started
 
 
 def sections(output: str) -> dict[str, list[Any]]:
@@ -53,7 +54,7 @@ def sections(output: str) -> dict[str, list[Any]]:
 
 
 @pytest.fixture(scope="module")
-def demo() -> tuple[subprocess.CompletedProcess[str], float]:
+def demo() -> subprocess.CompletedProcess[str]:
     return run_demo()
 
 
@@ -63,49 +64,71 @@ def _by_title(found: dict[str, list[Any]], fragment: str) -> Any:
     return matches[0][0]
 
 
-def test_demo_succeeds_quickly(demo: tuple[subprocess.CompletedProcess[str], float]) -> None:
-    result, elapsed = demo
+def test_demo_succeeds_with_clean_output(demo: subprocess.CompletedProcess[str]) -> None:
+    # GIVEN the demo's run (fixture) THEN it exited 0
+    result = demo
     assert result.returncode == 0, result.stdout + result.stderr
-    assert elapsed < 30
-    # Clean output: no Powertools log lines or EMF documents, nothing on stderr.
+    # AND its output is clean: no Powertools log lines or EMF documents, nothing on stderr.
     assert result.stderr == ""
     assert '"level"' not in result.stdout
     assert '"_aws"' not in result.stdout
 
 
-def test_demo_shows_success_documents(demo: tuple[subprocess.CompletedProcess[str], float]) -> None:
-    found = sections(demo[0].stdout)
+def test_demo_shows_success_documents(demo: subprocess.CompletedProcess[str]) -> None:
+    # GIVEN the demo's output
+    found = sections(demo.stdout)
+
+    # THEN the first sync of each seeded key stored it
     default = _by_title(found, "default key")
     assert default["success"] is True
     assert default["data"]["key_name"] == DEFAULT_KEY
     assert default["data"]["record"]["value_type"] == "json"
     assert default["data"]["lambda"]["cold_start"] is True
-
     classic = _by_title(found, "custom key")
-    assert classic["success"] is True
     assert classic["data"]["key_name"] == "classic-domain"
     assert classic["data"]["record"]["value_type"] == "string"
-
+    for document in (
+        default,
+        classic,
+        _by_title(found, BINARY_KEY),
+        _by_title(found, METADATA_KEY),
+    ):
+        assert document["data"]["record"]["changed"] is True
+        assert document["statistics"]["dynamodb_writes"] == 1
     assert _by_title(found, BINARY_KEY)["data"]["record"]["value_type"] == "binary"
-    assert _by_title(found, METADATA_KEY)["success"] is True
 
-    url = _by_title(found, "Function URL")
+
+def test_demo_resyncs_an_unchanged_key_through_the_function_url_without_writing(
+    demo: subprocess.CompletedProcess[str],
+) -> None:
+    # GIVEN the Function URL request, for the key the direct invocation stored before it
+    url = _by_title(sections(demo.stdout), "Function URL")
+
+    # THEN it is an HTTP response whose body says the record was already up to date
     assert url["statusCode"] == 200
     assert url["headers"]["content-type"] == "application/json"
-    assert url["body"]["success"] is True
+    body = url["body"]
+    assert body["success"] is True
+    assert body["data"]["message"] == "Synced 'classic-domain': unchanged"
+    assert body["data"]["record"]["changed"] is False
+    assert body["statistics"]["dynamodb_writes"] == 0
 
 
-def test_demo_shows_not_found(demo: tuple[subprocess.CompletedProcess[str], float]) -> None:
-    missing = _by_title(sections(demo[0].stdout), MISSING_KEY)
+def test_demo_shows_not_found(demo: subprocess.CompletedProcess[str]) -> None:
+    # GIVEN the sync of a key that is not in KV THEN it is a NOT_FOUND document
+    missing = _by_title(sections(demo.stdout), MISSING_KEY)
     assert missing["success"] is False
     assert missing["error"]["type"] == "NOT_FOUND"
     assert missing["error"]["is_retryable"] is False
 
 
-def test_demo_shows_stored_items(demo: tuple[subprocess.CompletedProcess[str], float]) -> None:
-    found = sections(demo[0].stdout)
+def test_demo_shows_stored_items(demo: subprocess.CompletedProcess[str]) -> None:
+    # GIVEN the items the demo printed
+    found = sections(demo.stdout)
     (title,) = [t for t in found if t.startswith("Stored DynamoDB items")]
     items = {item["sk"]: item for item in found[title]}
+
+    # THEN there is one per seeded key, none for the missing one
     assert set(items) == {
         f"KEY#{k}" for k in (DEFAULT_KEY, "classic-domain", BINARY_KEY, METADATA_KEY)
     }
@@ -118,18 +141,25 @@ def test_demo_shows_stored_items(demo: tuple[subprocess.CompletedProcess[str], f
     assert window["metadata"]["owner"] == "platform-team"
     assert window["ttl"] == window["expiration"]
     assert "chars)" in window["value"]  # long values are truncated for display
-    assert "Summary: 6 invocations, 5 synced, 1 failed (0 unexpectedly), 4 items stored" in (
-        demo[0].stdout
+    # AND the unchanged re-sync left classic-domain as its first sync wrote it
+    classic = items["KEY#classic-domain"]
+    assert classic["created_at"] == classic["updated_at"] == classic["synced_at"]
+    assert (
+        "Summary: 6 invocations, 5 synced (4 written, 1 unchanged), 1 failed (0 unexpectedly), "
+        "4 items stored" in demo.stdout
     )
 
 
-def test_demo_never_prints_the_token(demo: tuple[subprocess.CompletedProcess[str], float]) -> None:
-    result = demo[0]
-    assert DEMO_TOKEN not in result.stdout + result.stderr
+def test_demo_never_prints_the_token(demo: subprocess.CompletedProcess[str]) -> None:
+    # GIVEN the demo's output THEN the Cloudflare token is nowhere in it
+    assert DEMO_TOKEN not in demo.stdout + demo.stderr
 
 
 def test_verbose_shows_function_logs_and_metrics_on_stderr() -> None:
-    result, _ = run_demo("--verbose")
+    # WHEN the demo runs with --verbose
+    result = run_demo("--verbose")
+
+    # THEN the function's log lines and EMF documents are on stderr, never on stdout
     assert result.returncode == 0, result.stdout + result.stderr
     assert '"message":"Sync finished"' in result.stderr
     assert '"_aws"' in result.stderr

@@ -1,313 +1,356 @@
-"""The local runner over real sockets: moto server for AWS, the KV emulator for Cloudflare."""
+"""The local runner against moto server (AWS) and the KV emulator (Cloudflare), over sockets.
+
+Each test runs ``python -m local.runner``'s ``main`` in this process with the flags
+an operator would pass, then reads the table. To make a run take several
+invocations whatever the machine's speed, ``one_page_per_invocation`` raises the
+time the engine wants left before it starts another page above the invocation's
+timeout: each invocation then syncs its first page and returns ``next_cursor``,
+as it does near the Lambda deadline.
+"""
 
 from __future__ import annotations
 
-import json
-import uuid
-from typing import Any
+import io
+from typing import TYPE_CHECKING
 
 import boto3
 import pytest
-from boto3.dynamodb.types import TypeDeserializer
 
 from local import runner
-from local.aws_setup import create_secret, create_table, put_credentials
+from local.aws_setup import TIMEOUT_SECONDS
+from tests.support.runner import documents
+from tests.support.stack import TOKEN
 
-TOKEN = "test-token"
+if TYPE_CHECKING:
+    from tests.support.stack import Stack
+
+
+def runner_args(stack: Stack) -> list[str]:
+    """Where the stack is, as flags (the runner must not rely on the test's environment)."""
+    return [
+        "--table", stack.table,
+        "--api-base-url", stack.emulator.base_url,
+        "--endpoint-url", stack.moto_url,
+        "--region", "us-east-1",
+    ]  # fmt: skip
+
+
+def seed(stack: Stack, count: int) -> dict[str, bytes]:
+    """Put ``flags/000`` ... into KV; returns the values by key."""
+    values = {f"flags/{i:03d}": f"value {i}".encode() for i in range(count)}
+    for key, value in values.items():
+        stack.emulator.put(stack.namespace_id, key, value)
+    return values
 
 
 @pytest.fixture
-def aws(moto_server_url: str) -> dict[str, Any]:
-    """A fresh table and secret, named uniquely: moto server is shared by the session."""
-    suffix = uuid.uuid4().hex[:8]
-    table, secret = f"kv-runner-{suffix}", f"kv-runner-creds-{suffix}"
-    dynamodb = boto3.client("dynamodb", endpoint_url=moto_server_url, region_name="us-east-1")
-    secrets = boto3.client("secretsmanager", endpoint_url=moto_server_url, region_name="us-east-1")
-    create_table(dynamodb, table)
-    create_secret(secrets, secret)
-    return {"dynamodb": dynamodb, "secrets": secrets, "table": table, "secret": secret}
-
-
-def stored(aws: dict[str, Any], namespace_id: str, key: str) -> dict[str, Any] | None:
-    item = (
-        aws["dynamodb"]
-        .get_item(
-            TableName=aws["table"],
-            Key={"pk": {"S": f"NAMESPACE#{namespace_id}"}, "sk": {"S": f"KEY#{key}"}},
-        )
-        .get("Item")
-    )
-    if item is None:
-        return None
-    deserializer = TypeDeserializer()
-    return {name: deserializer.deserialize(value) for name, value in item.items()}
-
-
-def test_table_matches_terraform(aws: dict[str, Any]) -> None:
-    dynamodb = aws["dynamodb"]
-    table = dynamodb.describe_table(TableName=aws["table"])["Table"]
-    assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
-    assert {(k["AttributeName"], k["KeyType"]) for k in table["KeySchema"]} == {
-        ("pk", "HASH"),
-        ("sk", "RANGE"),
-    }
-    assert {(a["AttributeName"], a["AttributeType"]) for a in table["AttributeDefinitions"]} == {
-        ("pk", "S"),
-        ("sk", "S"),
-    }
-    ttl = dynamodb.describe_time_to_live(TableName=aws["table"])["TimeToLiveDescription"]
-    assert (ttl["AttributeName"], ttl["TimeToLiveStatus"]) == ("ttl", "ENABLED")
-
-
-def test_runner_with_secret_against_emulators(
-    aws: dict[str, Any],
-    kv_emulator: Any,
-    moto_server_url: str,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    namespace_id = kv_emulator.test_namespace_id
-    kv_emulator.put(namespace_id, "classic-domain", "classic.example.com")
-    put_credentials(
-        aws["secrets"],
-        {
-            "api_token": TOKEN,
-            "account_id": kv_emulator.account_id,
-            "kv_namespace_id": namespace_id,
-            "kv_namespace": "kv-sync-test",
-        },
-        aws["secret"],
-    )
-    for name in runner.CLOUDFLARE_ENV_VARS:
-        monkeypatch.delenv(name, raising=False)
-
-    code = runner.main(
-        [
-            "--key-name", "classic-domain",
-            "--secret-name", aws["secret"],
-            "--table", aws["table"],
-            "--api-base-url", kv_emulator.base_url,
-            "--endpoint-url", moto_server_url,
-            "--region", "us-east-1",
-            "--timeout", "60",
-        ]
-    )  # fmt: skip
-
-    captured = capsys.readouterr()
-    assert code == 0, captured.out + captured.err
-    document = json.loads(captured.out)
-    assert document["success"] is True
-    assert document["data"]["record"]["pk"] == f"NAMESPACE#{namespace_id}"
-    assert document["data"]["lambda"]["remaining_time_ms"] <= 60_000
-    item = stored(aws, namespace_id, "classic-domain")
-    assert item is not None
-    assert item["value"] == "classic.example.com"
-    assert item["namespace_name"] == "kv-sync-test"
-    assert TOKEN not in captured.out + captured.err
-
-
-def test_runner_with_env_credentials_against_emulators(
-    aws: dict[str, Any],
-    kv_emulator: Any,
-    moto_server_url: str,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    namespace_id = kv_emulator.test_namespace_id
-    kv_emulator.put(namespace_id, "flag", b"\xff\x00binary", metadata={"v": 1})
-    # The secret stays empty: the env path must not read it.
+def env_credentials(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CLOUDFLARE_* credentials of the stack's namespace; the secret holds no JSON."""
+    stack.put_raw_secret("not the credentials")  # reading it would fail the run
     monkeypatch.setenv("CLOUDFLARE_API_TOKEN", TOKEN)
-    monkeypatch.setenv("CLOUDFLARE_ACCOUNT_ID", kv_emulator.account_id)
-    monkeypatch.setenv("CLOUDFLARE_KV_NAMESPACE_ID", namespace_id)
+    monkeypatch.setenv("CLOUDFLARE_ACCOUNT_ID", stack.emulator.account_id)
+    monkeypatch.setenv("CLOUDFLARE_KV_NAMESPACE_ID", stack.namespace_id)
     monkeypatch.setenv("CLOUDFLARE_KV_NAMESPACE", "kv-sync-test")
 
-    argv = [
-        "--key-name", "flag",
-        "--table", aws["table"],
-        "--api-base-url", kv_emulator.base_url,
-        "--endpoint-url", moto_server_url,
-    ]  # fmt: skip
-    assert runner.main(argv) == 0
-    assert json.loads(capsys.readouterr().out)["data"]["record"]["value_type"] == "binary"
-    item = stored(aws, namespace_id, "flag")
-    assert item is not None
-    assert bytes(item["value"].value) == b"\xff\x00binary"
 
-    # A missing key: the failure document and exit status 1.
-    assert runner.main([*argv[:1], "missing", *argv[2:]]) == 1
-    assert json.loads(capsys.readouterr().out)["error"]["type"] == "NOT_FOUND"
+@pytest.fixture
+def small_pages(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pages of 10 keys (Cloudflare's minimum listing page), so that a few keys make pages."""
+    monkeypatch.setattr("kv_sync.engine.LIST_PAGE_SIZE", 10)
+    monkeypatch.setattr("kv_sync.engine.NAMES_PAGE_SIZE", 10)
+
+
+@pytest.fixture
+def one_page_per_invocation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No invocation has the time the engine wants for a second page."""
+    monkeypatch.setattr("kv_sync.engine.MIN_PAGE_SECONDS", 10 * TIMEOUT_SECONDS)
+
+
+# --------------------------------------------------------------------------- one key
+
+
+def test_key_name_with_the_secret_then_an_unchanged_resync(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN a key in KV and its credentials in the stack's secret
+    stack.emulator.put(stack.namespace_id, "classic-domain", "classic.example.com")
+    argv = ["--key-name", "classic-domain", "--secret-name", stack.secret, *runner_args(stack)]
+
+    # WHEN the runner syncs it
+    code = runner.main(argv)
+
+    # THEN the record is stored and the document says the value changed
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    (document,) = documents(captured.out)
+    assert document["data"]["record"]["changed"] is True
+    assert document["statistics"]["dynamodb_writes"] == 1
+    assert 0 < document["data"]["lambda"]["remaining_time_ms"] <= 300_000
+    stored = stack.item("classic-domain")
+    assert stored is not None
+    assert stored["value"] == "classic.example.com"
+    assert TOKEN not in captured.out + captured.err
+
+    # WHEN it runs again with KV unchanged
+    assert runner.main(argv) == 0
+
+    # THEN nothing is written: "changed": false, and the record keeps its synced_at
+    (again,) = documents(capsys.readouterr().out)
+    assert again["data"]["message"] == "Synced 'classic-domain': unchanged"
+    assert again["data"]["record"]["changed"] is False
+    assert again["statistics"]["dynamodb_writes"] == 0
+    assert stack.item("classic-domain") == stored
+
+
+@pytest.mark.usefixtures("env_credentials")
+def test_env_credentials_sync_without_reading_the_secret(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN a binary value with metadata, and CLOUDFLARE_* credentials (the secret is junk)
+    stack.emulator.put(stack.namespace_id, "logo", b"\xff\x00binary", metadata={"v": 1})
+
+    # WHEN the runner syncs it without --secret-name
+    code = runner.main(["--key-name", "logo", *runner_args(stack)])
+
+    # THEN the function used the variables, and stored the bytes
+    captured = capsys.readouterr()
+    assert code == 0, captured.out + captured.err
+    assert documents(captured.out)[0]["data"]["record"]["value_type"] == "binary"
+    stored = stack.item("logo")
+    assert stored is not None
+    assert bytes(stored["value"].value) == b"\xff\x00binary"
+    assert stored["namespace_name"] == "kv-sync-test"
+
+    # AND a key KV does not have gives the NOT_FOUND document and exit status 1
+    assert runner.main(["--key-name", "missing", *runner_args(stack)]) == 1
+    assert documents(capsys.readouterr().out)[0]["error"]["type"] == "NOT_FOUND"
+
+
+@pytest.mark.usefixtures("env_credentials")
+def test_env_credentials_are_validated_like_the_secret(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN a token variable still holding a template placeholder
+    monkeypatch.setenv("CLOUDFLARE_API_TOKEN", "changeme")
+    stack.emulator.reset_stats()
+
+    # WHEN the runner syncs a key
+    code = runner.main(["--key-name", "classic-domain", *runner_args(stack)])
+
+    # THEN the function's own validation rejects it, naming the field and the variables
+    assert code == 1
+    error = documents(capsys.readouterr().out)[0]["error"]
+    assert error["type"] == "CONFIGURATION_ERROR"
+    assert "api_token" in error["message"]
+    assert "CLOUDFLARE_" in error["message"]
+    assert stack.emulator.requests == []  # Cloudflare was never called
+
+
+@pytest.mark.usefixtures("env_credentials")
+def test_the_runner_patches_nothing_and_leaves_the_function_as_it_found_it(
+    stack: Stack, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kv_sync import credentials, engine
+    from kv_sync.observability import logger
+
+    # GIVEN the function's modules as imported
+    before = {module: dict(vars(module)) for module in (credentials, engine)}
+    session = boto3.DEFAULT_SESSION
+    seed(stack, 3)
+
+    # WHEN the runner syncs with env credentials and a progress line
+    assert runner.main(["--all", "--progress", *runner_args(stack)]) == 0
+    capsys.readouterr()
+
+    # THEN every module attribute is the very object it was before
+    for module, attributes in before.items():
+        after = vars(module)
+        assert set(after) == set(attributes), module.__name__
+        changed = [name for name, value in attributes.items() if after[name] is not value]
+        assert changed == [], module.__name__
+    assert boto3.DEFAULT_SESSION is session
+    # AND the function reads Secrets Manager again and draws no progress line
+    monkeypatch.setattr(logger.registered_handler, "stream", io.StringIO())
+    stack.put_secret(TOKEN)
+    stack.emulator.put(stack.namespace_id, "flags/000", "new value")
+    reply = stack.invoke({"key_name": "flags/000"})
+    assert reply["data"]["record"]["changed"] is True
+    assert capsys.readouterr().err == ""
 
 
 # --------------------------------------------------------------------------- multi-key runs
 
 
-@pytest.fixture
-def one_page_per_invocation(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Ten keys a listing page (the API's minimum), and each page uses up the invocation.
-
-    After every listing page the run's deadline budget reads 0, so the function
-    returns ``next_cursor`` exactly as it does when the Lambda timeout is near:
-    each invocation then syncs one page, deterministically.
-    """
-    import bulk
-
-    monkeypatch.setattr(bulk, "LIST_PAGE_SIZE", 10)
-    original = bulk._Run.listing_page
-
-    def page_then_out_of_time(self: Any, prefix: str, position: Any) -> Any:
-        result = original(self, prefix, position)
-        self.deadline.budget = lambda: 0.0
-        return result
-
-    monkeypatch.setattr(bulk._Run, "listing_page", page_then_out_of_time)
-
-
-def decode_stream(text: str) -> list[dict[str, Any]]:
-    decoder = json.JSONDecoder()
-    documents, index = [], 0
-    while index < len(text):
-        if text[index].isspace():
-            index += 1
-            continue
-        document, index = decoder.raw_decode(text, index)
-        documents.append(document)
-    return documents
-
-
-def seed(kv_emulator: Any, count: int) -> dict[str, str]:
-    values = {f"flags/{i:03d}": f"value {i}" for i in range(count)}
-    for key, value in values.items():
-        kv_emulator.put(kv_emulator.test_namespace_id, key, value)
-    return values
-
-
-def table_keys(aws: dict[str, Any], namespace_id: str) -> dict[str, str]:
-    items = aws["dynamodb"].query(
-        TableName=aws["table"],
-        KeyConditionExpression="pk = :pk",
-        ExpressionAttributeValues={":pk": {"S": f"NAMESPACE#{namespace_id}"}},
-    )["Items"]
-    return {item["key"]["S"]: item["value"]["S"] for item in items}
-
-
-@pytest.fixture
-def env_credentials(kv_emulator: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CLOUDFLARE_API_TOKEN", TOKEN)
-    monkeypatch.setenv("CLOUDFLARE_ACCOUNT_ID", kv_emulator.account_id)
-    monkeypatch.setenv("CLOUDFLARE_KV_NAMESPACE_ID", kv_emulator.test_namespace_id)
-    monkeypatch.setenv("CLOUDFLARE_KV_NAMESPACE", "kv-sync-test")
-
-
-@pytest.mark.usefixtures("one_page_per_invocation", "env_credentials")
-def test_all_follow_completes_over_several_invocations_with_progress(
-    aws: dict[str, Any],
-    kv_emulator: Any,
-    moto_server_url: str,
-    capsys: pytest.CaptureFixture[str],
+@pytest.mark.usefixtures("env_credentials", "small_pages", "one_page_per_invocation")
+def test_all_follow_runs_invocation_after_invocation_with_progress(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    namespace_id = kv_emulator.test_namespace_id
-    values = seed(kv_emulator, 35)
-    common = [
-        "--table", aws["table"],
-        "--api-base-url", kv_emulator.base_url,
-        "--endpoint-url", moto_server_url,
-        "--region", "us-east-1",
-        "--timeout", "60",
-        "--progress",
-    ]  # fmt: skip
+    # GIVEN 35 keys: four listing pages of 10
+    values = seed(stack, 35)
+    argv = [*runner_args(stack), "--progress"]
 
     # WHEN the whole namespace is synced, following cursors
-    code = runner.main(["--all", "--follow", *common])
+    code = runner.main(["--all", "--follow", *argv])
 
     # THEN four invocations of one page each completed the run
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    documents = decode_stream(captured.out)
-    assert [d["statistics"]["keys_listed"] for d in documents] == [10, 10, 10, 5]
-    assert [d["statistics"]["complete"] for d in documents] == [False, False, False, True]
-    cursors = [d["data"]["next_cursor"] for d in documents]
-    assert all(cursors[:3]) and cursors[3] is None
-    assert table_keys(aws, namespace_id) == values
-    # AND stderr showed the progress after each page and a final line
+    printed = documents(captured.out)
+    assert [d["statistics"]["keys_listed"] for d in printed] == [10, 10, 10, 5]
+    assert [d["data"]["complete"] for d in printed] == [False, False, False, True]
+    assert all(d["data"]["continued"] is False for d in printed)  # never self-invoked
+    assert stack.values() == values
+    # AND stderr showed progress after every page, and a summary
     progress = captured.err.splitlines()
-    assert progress[0].startswith("kv-sync listed 10 | fetched 10 written 10 ")
-    assert any("listed 30 | fetched 30 written 30" in line for line in progress)
+    assert progress[0].startswith(
+        "kv-sync listed 10 | fetched 10 written 10 unchanged 0 deleted 0 failed 0 | invocation 1 |"
+    )
+    assert any(line.startswith("kv-sync listed 30 | fetched 30 ") for line in progress)
     assert any("| invocation 4 |" in line for line in progress)
     assert progress[-1].startswith(
         "kv-sync done: 4 invocation(s), 35 listed, 35 fetched, 35 written, 0 unchanged, "
         "0 deleted, 0 failed in "
     )
-    assert TOKEN not in captured.out + captured.err
 
-    # WHEN keys change and vanish, and a prefix run deletes missing records
+    # WHEN keys vanish and one changes, and a prefix run deletes missing records
     for gone in ("flags/003", "flags/017", "flags/034"):
-        kv_emulator.delete(namespace_id, gone)
+        stack.emulator.delete(stack.namespace_id, gone)
         del values[gone]
-    kv_emulator.put(namespace_id, "flags/020", "changed")
-    values["flags/020"] = "changed"
-    code = runner.main(["--prefix", "flags/", "--delete-missing", "--follow", *common])
+    stack.emulator.put(stack.namespace_id, "flags/020", "changed")
+    values["flags/020"] = b"changed"
+    code = runner.main(["--prefix", "flags/", "--delete-missing", "--follow", *argv])
 
-    # THEN the table equals KV again
+    # THEN the table equals KV again, with writes only for what changed
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    documents = decode_stream(captured.out)
-    assert len(documents) == 4
-    assert table_keys(aws, namespace_id) == values
+    assert len(documents(captured.out)) == 4
+    assert stack.values() == values
     assert captured.err.splitlines()[-1].startswith(
         "kv-sync done: 4 invocation(s), 32 listed, 32 fetched, 1 written, 31 unchanged, "
         "3 deleted, 0 failed in "
     )
 
 
-@pytest.mark.usefixtures("one_page_per_invocation", "env_credentials")
+@pytest.mark.usefixtures("env_credentials", "small_pages", "one_page_per_invocation")
 def test_without_follow_the_printed_cursor_continues_the_run(
-    aws: dict[str, Any],
-    kv_emulator: Any,
-    moto_server_url: str,
-    capsys: pytest.CaptureFixture[str],
+    stack: Stack, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    values = seed(kv_emulator, 15)
-    common = [
-        "--table", aws["table"],
-        "--api-base-url", kv_emulator.base_url,
-        "--endpoint-url", moto_server_url,
-    ]  # fmt: skip
+    # GIVEN 15 keys: two listing pages
+    values = seed(stack, 15)
+    argv = runner_args(stack)
 
-    assert runner.main(["--all", *common]) == 0  # a success, not complete
+    # WHEN one invocation runs (stderr is no terminal: no progress line)
+    assert runner.main(["--all", *argv]) == 0  # a success, not complete
+
+    # THEN stderr says how to continue
     captured = capsys.readouterr()
-    (first,) = decode_stream(captured.out)
+    (first,) = documents(captured.out)
     cursor = first["data"]["next_cursor"]
-    assert f"continue with --cursor {cursor} (same selector)" in captured.err
-    assert "kv-sync " not in captured.err.replace("kv-sync: ", "")  # stderr is no terminal
+    assert first["data"]["complete"] is False
+    assert captured.err == (
+        "kv-sync: the run of the whole namespace is not complete; "
+        f"continue with --cursor {cursor} (same selector), or use --follow\n"
+    )
 
-    assert runner.main(["--all", "--cursor", cursor, *common]) == 0
-    (second,) = decode_stream(capsys.readouterr().out)
-    assert second["statistics"]["complete"] is True
-    assert table_keys(aws, kv_emulator.test_namespace_id) == values
+    # WHEN the run continues from that cursor
+    assert runner.main(["--all", "--cursor", cursor, *argv]) == 0
+
+    # THEN it completes, and the table holds every key
+    (second,) = documents(capsys.readouterr().out)
+    assert second["data"]["complete"] is True
+    assert second["statistics"]["keys_listed"] == 5
+    assert stack.values() == values
+
+
+@pytest.mark.usefixtures("env_credentials", "small_pages", "one_page_per_invocation")
+def test_key_names_follow_pages_of_names_with_a_bar_and_report_missing_keys(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN pages of 10 names, 24 keys in KV and a name KV does not have
+    values = seed(stack, 24)
+    names = [*values, "flags/404"]
+
+    # WHEN they are synced by name, one page of names per invocation
+    argv = ["--key-names", *names, "--follow", "--progress", *runner_args(stack)]
+    code = runner.main(argv)
+
+    # THEN three invocations ran (10, 10 and 5 names), and the missing key failed the run
+    captured = capsys.readouterr()
+    assert code == 1
+    printed = documents(captured.out)
+    assert [d["statistics"]["keys_fetched"] for d in printed] == [10, 10, 4]
+    assert [d["success"] for d in printed] == [True, True, False]
+    assert printed[-1]["data"]["failed_keys"] == [
+        {
+            "key": "flags/404",
+            "type": "NOT_FOUND",
+            "message": "Key 'flags/404' does not exist in the KV namespace",
+        }
+    ]
+    assert stack.values() == values
+    # AND the bar counted the names
+    progress = captured.err.splitlines()
+    assert progress[0].startswith("kv-sync [#########...............] 10/25 40% | fetched 10 ")
+    assert progress[-2].startswith("kv-sync [########################] 25/25 100% | ")
+    assert progress[-1].startswith(
+        "kv-sync done: 3 invocation(s), 0 listed, 24 fetched, 24 written, 0 unchanged, "
+        "0 deleted, 1 failed in "
+    )
 
 
 @pytest.mark.usefixtures("env_credentials")
-def test_named_keys_report_missing_ones_and_draw_a_bar(
-    aws: dict[str, Any],
-    kv_emulator: Any,
-    moto_server_url: str,
-    capsys: pytest.CaptureFixture[str],
+def test_more_names_than_one_event_takes_run_as_several_runs(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    seed(kv_emulator, 2)
-    argv = [
-        "--key-names", "flags/000", "flags/001", "flags/404",
-        "--table", aws["table"],
-        "--api-base-url", kv_emulator.base_url,
-        "--endpoint-url", moto_server_url,
-        "--progress",
-    ]  # fmt: skip
-    assert runner.main(argv) == 1  # one key failed
+    # GIVEN 1,001 names: 1,000 KV does not have, then one it has
+    stack.emulator.put(stack.namespace_id, "present", "here")
+    names = [f"absent/{i:04d}" for i in range(1000)] + ["present"]
+
+    # WHEN they are synced by name
+    code = runner.main(["--key-names", *names, *runner_args(stack)])
+
+    # THEN two runs ran, the function's limit of 1,000 names each
+    assert code == 1  # the absent keys failed
+    first, second = documents(capsys.readouterr().out)
+    assert len(first["data"]["selector"]["key_names"]) == 1000
+    assert first["statistics"]["records_failed"] == 1000
+    assert second["data"]["selector"] == {"key_names": ["present"]}
+    assert second["success"] is True
+    assert stack.values() == {"present": b"here"}
+
+
+@pytest.mark.usefixtures("env_credentials")
+def test_verbose_shows_the_function_logs_and_metrics_on_stderr_only(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN a key
+    stack.emulator.put(stack.namespace_id, "classic-domain", "classic.example.com")
+    argv = ["--key-name", "classic-domain", *runner_args(stack)]
+
+    # WHEN the runner runs without, then with --verbose
+    assert runner.main(argv) == 0
+    quiet = capsys.readouterr()
+    assert runner.main([*argv, "--verbose"]) == 0
+    verbose = capsys.readouterr()
+
+    # THEN stdout holds only the document either way
+    assert len(documents(quiet.out)) == len(documents(verbose.out)) == 1
+    # AND only --verbose shows the INFO log lines and the EMF metrics, on stderr
+    assert quiet.err == ""
+    assert '"message":"Sync finished"' in verbose.err
+    assert '"_aws"' in verbose.err
+    assert TOKEN not in verbose.out + verbose.err
+
+
+@pytest.mark.usefixtures("env_credentials")
+def test_failure_warnings_reach_stderr_without_verbose(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # WHEN a key KV does not have is synced
+    assert runner.main(["--key-name", "missing", *runner_args(stack)]) == 1
+
+    # THEN the warning line is on stderr, the document alone on stdout
     captured = capsys.readouterr()
-    (document,) = decode_stream(captured.out)
-    assert document["data"]["failed_keys"][0]["key"] == "flags/404"
-    assert document["data"]["failed_keys"][0]["type"] == "NOT_FOUND"
-    assert "[########################] 3/3 100% | fetched 2 written 2" in captured.err
-    assert captured.err.splitlines()[-1].startswith(
-        "kv-sync done: 1 invocation(s), 0 listed, 2 fetched, 2 written, 0 unchanged, "
-        "0 deleted, 1 failed"
-    )
+    assert documents(captured.out)[0]["error"]["type"] == "NOT_FOUND"
+    assert '"message":"Sync failed"' in captured.err
+    assert '"_aws"' not in captured.out + captured.err
