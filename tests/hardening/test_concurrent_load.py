@@ -14,8 +14,10 @@ What must hold:
 - no lost update: for every key the table holds the newest write that any worker saw
   land (by ``synced_at``, the ordering the conditional writes enforce), exactly that
   content, complete; so no worker's last successful sync is newer than the table;
-- after the writers stop, one more sync per key leaves DynamoDB equal to KV, key for key;
-- the whole run takes under a minute. Invocations/s and p50/p99 latency are reported.
+- after the writers stop, one more sync per key leaves DynamoDB equal to KV, key for key.
+
+Invocations/s, p50/p99 latency and the outcomes are printed every run (timing goals
+belong to ``benchmarks/``; nothing here asserts a duration).
 """
 
 from __future__ import annotations
@@ -37,12 +39,14 @@ import pytest
 from boto3.dynamodb.types import TypeDeserializer
 
 from local import aws_setup
-from tests.hardening import _load_worker
-from tests.integration.conftest import TOKEN, LambdaLikeContext
+from local.lambda_context import LambdaContext
+from tests.support import load_worker
+from tests.support.function import reset_function_state
+from tests.support.stack import TOKEN
 
 WORKERS = 8
 INVOCATIONS = 250
-KEYS = [f"load/key-{n:02d}" for n in range(8)]
+KEYS = [f"load/key-{n:02d}" for n in range(4)]
 FIVE_XX = (500, 502, 503, 504)
 FAULT_RATE = 0.10
 # Expected failures: a call fails 3 attempts in a row with p = 0.1^3; allow plenty.
@@ -64,7 +68,7 @@ class Writer(threading.Thread):
 
     def run(self) -> None:
         rng = random.Random(7)
-        while not self.stop.wait(0.02):
+        while not self.stop.wait(0.01):
             key = rng.choice(KEYS)
             self.versions[key] += 1
             self.emulator.put(self.namespace_id, key, _value(key, self.versions[key]))
@@ -76,9 +80,6 @@ def load_stack(
     serial_moto_url: str, kv_emulator: Any, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[dict[str, Any]]:
     """Table, secret and namespace for the load run; the parent's env points at them too."""
-    import aws_clients
-    import credentials
-
     suffix = uuid.uuid4().hex[:8]
     table, secret = f"load-{suffix}", f"load-{suffix}"
     dynamodb = boto3.client("dynamodb", endpoint_url=serial_moto_url)
@@ -110,11 +111,9 @@ def load_stack(
     for name, value in env.items():
         if name != "POWERTOOLS_LOG_LEVEL":
             monkeypatch.setenv(name, value)
-    aws_clients.reset_clients()
-    credentials.reset_cache()
+    reset_function_state()
     yield {"env": env, "dynamodb": dynamodb, "table": table, "ns": ns, "kv": kv_emulator}
-    aws_clients.reset_clients()
-    credentials.reset_cache()
+    reset_function_state()
 
 
 def _table(dynamodb: Any, table: str) -> dict[str, dict[str, Any]]:
@@ -174,7 +173,7 @@ def test_concurrent_load_keeps_dynamodb_equal_to_kv(
     results = context.Queue()
     workers = [
         context.Process(
-            target=_load_worker.run,
+            target=load_worker.run,
             args=(n, load_stack["env"], KEYS, INVOCATIONS, barrier, results),
             daemon=True,
         )
@@ -200,7 +199,7 @@ def test_concurrent_load_keeps_dynamodb_equal_to_kv(
     kv.clear_faults()
 
     samples = [s for r in reports for s in r["samples"]]
-    writes: list[_load_worker.Write] = [
+    writes: list[load_worker.Write] = [
         (w[0], w[1], w[2], w[3]) for r in reports for w in r["writes"]
     ]
     unhandled = [u for r in reports for u in r["unhandled"]]
@@ -221,7 +220,7 @@ def test_concurrent_load_keeps_dynamodb_equal_to_kv(
 
     # AND no update was lost: each key holds the newest write any worker saw land
     stored = _table(dynamodb, table)
-    newest: dict[str, _load_worker.Write] = {}
+    newest: dict[str, load_worker.Write] = {}
     for write in writes:
         key = write[0]
         if key not in newest or write[1] > newest[key][1]:
@@ -238,10 +237,10 @@ def test_concurrent_load_keeps_dynamodb_equal_to_kv(
     assert set(newest) <= set(stored)
 
     # AND once the writers stop, one more sync per key makes DynamoDB equal KV
-    import handler
+    from kv_sync.handler import lambda_handler
 
     for key in KEYS:
-        response = handler.lambda_handler({"key_name": key}, LambdaLikeContext())
+        response = lambda_handler({"key_name": key}, LambdaContext())
         assert response["success"] is True, response
     stored = _table(dynamodb, table)
     assert sorted(stored) == sorted(kv.keys(ns)) == sorted(KEYS)
@@ -253,7 +252,6 @@ def test_concurrent_load_keeps_dynamodb_equal_to_kv(
     elapsed = finished - ready
     latencies_ms = [s[1] * 1000 for s in samples]
     total = time.monotonic() - began
-    assert total < 60, total
     _report(
         request,
         capsys,

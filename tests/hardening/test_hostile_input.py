@@ -5,36 +5,39 @@ for a wrong method), make zero Cloudflare calls and zero DynamoDB writes, and ra
 nothing. Each "contained" case is a legal but awkward key name: it must reach exactly
 one Cloudflare call, the namespace's bulk get, asking for exactly that key and nothing
 else, and (the key being absent) write nothing.
+
+Every event runs in a warm container traced as in Lambda (``tests.support.traced``):
+each invocation must leave one intact X-Ray trace, and nothing it lets out (reply, log
+lines, metric documents, X-Ray documents) may hold the token.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
 import pytest
 
 from local import aws_setup
-from tests.conftest import load_event
-from tests.hardening.conftest import Probe
-from tests.integration.conftest import TOKEN, LambdaLikeContext
+from local.kv_emulator import KVEmulator
+from tests.support.function import load_event
+from tests.support.stack import TOKEN
+from tests.support.traced import TracedFunction
 
 
+@dataclass
 class Quiet:
     """A table, a secret and a KV namespace shared by the module; nothing is ever synced."""
 
-    def __init__(self, moto_url: str, emulator: Any, table: str) -> None:
-        self.dynamodb = boto3.client("dynamodb", endpoint_url=moto_url)
-        self.emulator = emulator
-        self.table = table
-
-    def invoke(self, event: Any = None, timeout_ms: int = 30_000) -> Any:
-        import handler
-
-        return handler.lambda_handler(event, LambdaLikeContext(timeout_ms))
+    emulator: Any
+    dynamodb: Any
+    table: str
+    env: dict[str, str]
 
     def item_count(self) -> int:
         count: int = self.dynamodb.scan(TableName=self.table, Select="COUNT")["Count"]
@@ -43,47 +46,36 @@ class Quiet:
 
 @pytest.fixture(scope="module")
 def quiet(moto_server_url: str) -> Iterator[Quiet]:
-    import uuid
-
-    import aws_clients
-    import credentials
-    from local.kv_emulator import KVEmulator
-
     suffix = uuid.uuid4().hex[:8]
     table, secret = f"hostile-{suffix}", f"hostile-{suffix}"
-    with KVEmulator(tokens=[TOKEN]) as emulator, pytest.MonkeyPatch.context() as patch:
+    with KVEmulator(tokens=[TOKEN]) as emulator:
         namespace_id = emulator.create_namespace("hostile")
         dynamodb = boto3.client("dynamodb", endpoint_url=moto_server_url)
-        # the table as Terraform makes it
-        aws_setup.create_table(dynamodb, table, point_in_time_recovery=False)
         secrets = boto3.client("secretsmanager", endpoint_url=moto_server_url)
-        secrets.create_secret(
-            Name=secret,
-            SecretString=json.dumps(
-                {
-                    "api_token": TOKEN,
-                    "account_id": emulator.account_id,
-                    "kv_namespace_id": namespace_id,
-                    "kv_namespace": "hostile",
-                }
-            ),
+        # the table and the secret as Terraform makes them, and the operator fills in
+        aws_setup.create_table(dynamodb, table, point_in_time_recovery=False)
+        aws_setup.create_secret(secrets, secret)
+        aws_setup.put_credentials(
+            secrets,
+            {
+                "api_token": TOKEN,
+                "account_id": emulator.account_id,
+                "kv_namespace_id": namespace_id,
+                "kv_namespace": "hostile",
+            },
+            secret,
         )
-        for name, value in {
+        env = {
             "AWS_ENDPOINT_URL": moto_server_url,
             "DYNAMODB_TABLE_NAME": table,
             "SECRETS_MANAGER_SECRET_NAME": secret,
             "CLOUDFLARE_API_BASE_URL": emulator.base_url,
-        }.items():
-            patch.setenv(name, value)
-        aws_clients.reset_clients()
-        credentials.reset_cache()
+        }
         try:
-            yield Quiet(moto_server_url, emulator, table)
+            yield Quiet(emulator, dynamodb, table, env)
         finally:
             dynamodb.delete_table(TableName=table)
             secrets.delete_secret(SecretId=secret, ForceDeleteWithoutRecovery=True)
-            aws_clients.reset_clients()
-            credentials.reset_cache()
 
 
 def url(
@@ -240,15 +232,16 @@ REJECTED = [
 
 @pytest.mark.parametrize(("event", "error"), REJECTED)
 def test_rejected_before_cloudflare_and_dynamodb(
-    quiet: Quiet, probe: Probe, event: Any, error: str
+    quiet: Quiet, traced: TracedFunction, event: Any, error: str
 ):
+    # GIVEN a quiet namespace and table
     quiet.emulator.reset_stats()
-    probe.reset()
 
-    outcome = probe.invoke(quiet, event)
+    # WHEN the function gets the event
+    outcome = traced.invoke(event, env=quiet.env)
 
-    # no unhandled exception; a clear 4xx with the right type
-    assert outcome.raised is None, probe.raised
+    # THEN no unhandled exception; a clear 4xx with the right type
+    assert outcome.raised is None, outcome.raised
     document = outcome.document
     assert document["success"] is False
     assert document["error"]["type"] == error, document["error"]
@@ -259,16 +252,17 @@ def test_rejected_before_cloudflare_and_dynamodb(
         assert outcome.headers["content-type"] == "application/json"
         if error == M:
             assert outcome.headers["Allow"] == "GET, POST"
-    # nothing reached Cloudflare or DynamoDB
+    # AND nothing reached Cloudflare or DynamoDB
     assert quiet.emulator.requests == []
     assert document["statistics"]["cloudflare_api_calls"] == 0
     assert document["statistics"]["dynamodb_writes"] == 0
     assert quiet.item_count() == 0
-    assert probe.failure_types() == [error]
-    assert probe.metric("SyncSucceeded") is None
-    assert probe.metric("DynamoDBWrites") in (None, 0)
-    assert outcome.elapsed < 2.0
-    probe.assert_no_secrets(TOKEN)
+    assert outcome.failure_types() == [error]
+    assert outcome.metric("SyncSucceeded") is None
+    assert outcome.metric("DynamoDBWrites") in (None, 0)
+    # AND the invocation was traced, and nothing it let out holds the token
+    outcome.assert_traced()
+    outcome.assert_no_secrets(TOKEN)
 
 
 CONTAINED = [
@@ -291,9 +285,11 @@ CONTAINED = [
 
 @pytest.mark.parametrize("via", ["direct", "url-post", "url-get"])
 @pytest.mark.parametrize("key", CONTAINED, ids=lambda k: repr(k)[1:40])
-def test_awkward_key_reaches_only_its_own_bulk_get(quiet: Quiet, probe: Probe, key: str, via: str):
+def test_awkward_key_reaches_only_its_own_bulk_get(
+    quiet: Quiet, traced: TracedFunction, key: str, via: str
+):
+    # GIVEN a legal but awkward key name, absent from KV
     quiet.emulator.reset_stats()
-    probe.reset()
     if via == "direct":
         event: Any = {"key_name": key}
     elif via == "url-post":
@@ -301,9 +297,11 @@ def test_awkward_key_reaches_only_its_own_bulk_get(quiet: Quiet, probe: Probe, k
     else:
         event = url("GET", query={"key_name": key})
 
-    outcome = probe.invoke(quiet, event)
+    # WHEN the function is asked for it
+    outcome = traced.invoke(event, env=quiet.env)
 
-    assert outcome.raised is None, probe.raised
+    # THEN it is reported missing, after exactly one bulk get of exactly that key
+    assert outcome.raised is None, outcome.raised
     assert outcome.document["error"]["type"] == "NOT_FOUND", outcome.document
     if via != "direct":
         assert outcome.status == 404
@@ -313,4 +311,7 @@ def test_awkward_key_reaches_only_its_own_bulk_get(quiet: Quiet, probe: Probe, k
     assert "/tokens" not in request.path and "/user" not in request.path
     assert json.loads(request.body)["keys"] == [key]
     assert quiet.item_count() == 0
-    probe.assert_no_secrets(TOKEN)
+    # AND the trace finds the run by that very key name
+    outcome.assert_traced()
+    assert any(a.get("key_name") == key for a in outcome.annotations())
+    outcome.assert_no_secrets(TOKEN)

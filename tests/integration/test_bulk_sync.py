@@ -4,37 +4,63 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-import bulk
-from tests.integration.conftest import Stack
+from tests.support.aws_calls import recorded_calls
+from tests.support.function import load_event
+from tests.support.iam import WRITE_OPERATIONS, granted_dynamodb_operations
+from tests.support.stack import Stack
+
+DAY = 86_400
 
 
 @pytest.fixture(autouse=True)
-def small_pages(monkeypatch):
+def small_pages(monkeypatch: pytest.MonkeyPatch) -> None:
     # Ten keys a listing page (the API's minimum) so a few dozen keys span pages.
-    monkeypatch.setattr(bulk, "LIST_PAGE_SIZE", 10)
+    from kv_sync import engine
+
+    monkeypatch.setattr(engine, "LIST_PAGE_SIZE", 10)
 
 
 @pytest.fixture
-def slow_pages(monkeypatch):
-    """Every listing page takes at least 1 s more, so a 3.2 s invocation (2.7 s
-    before the safety margin) has time for exactly one page, even with 0.6 s of
-    set-up on a busy machine: after it, less than MIN_PAGE_SECONDS (2 s) is left."""
-    import time
+def one_page_per_invocation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No invocation has the time a second page needs: every run stops after its first."""
+    from kv_sync import engine
 
-    real = bulk._Run.listing_page
+    monkeypatch.setattr(engine, "MIN_PAGE_SECONDS", 3_600.0)
 
-    def slow(self, prefix, position):
-        time.sleep(1.0)
-        return real(self, prefix, position)
 
-    monkeypatch.setattr(bulk._Run, "listing_page", slow)
+@pytest.fixture
+def lambda_stub(stack: Stack) -> Iterator[list[dict[str, Any]]]:
+    """The function's Lambda client, stubbed: each ``Invoke`` it makes is recorded."""
+    from botocore.stub import ANY, Stubber
+
+    from kv_sync import runtime
+
+    client = runtime.client("lambda")
+    invoked: list[dict[str, Any]] = []
+
+    def record(params: dict[str, Any], **kwargs: Any) -> None:
+        invoked.append(dict(params))
+
+    client.meta.events.register("before-parameter-build.lambda.Invoke", record)
+    with Stubber(client) as stubber:
+        for _ in range(5):
+            stubber.add_response(
+                "invoke",
+                {"StatusCode": 202},
+                {"FunctionName": ANY, "InvocationType": "Event", "Payload": ANY},
+            )
+        yield invoked
+    client.meta.events.unregister("before-parameter-build.lambda.Invoke", record)
 
 
 def seed(stack: Stack, count: int, prefix: str = "flags/") -> dict[str, bytes]:
+    """``count`` keys of mixed kinds: text, JSON, binary (every 7th), some with metadata."""
     values: dict[str, bytes] = {}
     for i in range(count):
         key = f"{prefix}{i:03d}"
@@ -50,36 +76,21 @@ def seed(stack: Stack, count: int, prefix: str = "flags/") -> dict[str, bytes]:
     return values
 
 
-def table_contents(stack: Stack) -> dict[str, bytes]:
-    items: dict[str, bytes] = {}
-    kwargs: dict[str, Any] = {
-        "TableName": stack.table,
-        "KeyConditionExpression": "pk = :pk",
-        "ExpressionAttributeValues": {":pk": {"S": f"NAMESPACE#{stack.namespace_id}"}},
-    }
-    while True:
-        page = stack.dynamodb.query(**kwargs)
-        for item in page["Items"]:
-            value = item["value"]
-            items[item["key"]["S"]] = value["S"].encode() if "S" in value else value["B"]
-        if "LastEvaluatedKey" not in page:
-            return items
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-
-
 def test_whole_namespace_is_copied_page_by_page(stack: Stack):
     # GIVEN 35 keys of mixed kinds (4 listing pages of 10)
     values = seed(stack, 35)
 
     # WHEN the whole namespace is synced
-    response = stack.invoke({"all": True})
+    with recorded_calls("dynamodb") as calls:
+        response = stack.invoke({"all": True})
 
     # THEN DynamoDB equals KV, with batched reads
     assert response["success"] is True, response
     stats = response["statistics"]
     assert stats["complete"] is True and stats["next_cursor"] is None
     assert stats["keys_listed"] == stats["keys_fetched"] == stats["records_written"] == 35
-    assert table_contents(stack) == values
+    assert stats["dynamodb_writes"] == 35
+    assert stack.values() == values
     binary = sum(1 for i in range(35) if i % 7 == 3)
     # 4 list pages + 4 bulk gets, + for each page holding binary values the bisection
     # calls, + two raw reads per binary key: never one GET per text value
@@ -87,25 +98,42 @@ def test_whole_namespace_is_copied_page_by_page(stack: Stack):
     raw_reads = [r for r in stack.emulator.requests if "/values/" in r.path]
     assert len(raw_reads) == binary
     assert response["data"]["selector"] == {"all": True}
+    # AND one Query per page read the stored versions, then one write per record
+    assert calls.count("Query") == stats["dynamodb_batches"] == 4
+    assert sum(calls.count(write) for write in WRITE_OPERATIONS) == 35
+    assert len(calls) == 4 + 35
+    assert set(calls) <= granted_dynamodb_operations()
 
 
 def test_unchanged_resync_issues_no_writes(stack: Stack):
+    # GIVEN a synced namespace
     seed(stack, 35)
-    stack.invoke({"all": True})
+    first = stack.invoke({"all": True})
+    before = stack.items()
 
-    response = stack.invoke({"all": True})
+    # WHEN it is synced again, nothing having changed
+    with recorded_calls("dynamodb") as calls:
+        response = stack.invoke({"all": True})
 
+    # THEN every record is unchanged and nothing was written, synced_at included
     stats = response["statistics"]
+    assert response["data"]["message"] == (
+        "Synced 35 key(s): 0 written, 35 unchanged, 0 deleted, 0 failed; complete"
+    )
     assert stats["records_unchanged"] == 35
     assert stats["records_written"] == 0
     assert stats["dynamodb_writes"] == 0
     assert stats["dynamodb_batches"] >= 4
+    assert set(calls) == {"Query"}
+    assert stack.items() == before
+    assert first["statistics"]["records_written"] == 35
 
 
 def test_changes_and_deletions_are_propagated(stack: Stack):
     # GIVEN a synced namespace
     values = seed(stack, 35)
     stack.invoke({"all": True})
+    before = stack.items()
 
     # WHEN two values change and two keys are deleted in KV
     ns = stack.namespace_id
@@ -115,26 +143,36 @@ def test_changes_and_deletions_are_propagated(stack: Stack):
     stack.emulator.delete(ns, "flags/034")  # the very last key: the final page's range
     response = stack.invoke({"all": True, "delete_missing": True})
 
-    # THEN exactly those records changed or went away
+    # THEN exactly those records changed or went away, in one write each
     stats = response["statistics"]
     assert stats["records_written"] == 2
     assert stats["records_deleted"] == 2
     assert stats["records_unchanged"] == 31
+    assert stats["dynamodb_writes"] == 4
     expected = {k: v for k, v in values.items() if k not in {"flags/010", "flags/034"}}
     expected["flags/004"] = b"changed four"
     expected["flags/030"] = b"changed thirty"
-    assert table_contents(stack) == expected
+    assert stack.values() == expected
+    # AND the changed records kept their created_at; the others were not touched
+    after = stack.items()
+    assert after["flags/030"]["metadata"] == {"rev": 99}
+    assert after["flags/004"]["created_at"] == before["flags/004"]["created_at"]
+    assert after["flags/004"]["updated_at"] > before["flags/004"]["updated_at"]
+    assert after["flags/005"] == before["flags/005"]
 
 
 def test_nothing_is_deleted_without_delete_missing(stack: Stack):
+    # GIVEN a synced namespace, one key then deleted in KV
     values = seed(stack, 12)
     stack.invoke({"all": True})
     stack.emulator.delete(stack.namespace_id, "flags/005")
 
+    # WHEN it is synced without delete_missing
     response = stack.invoke({"all": True})
 
+    # THEN the record of the deleted key stays
     assert response["statistics"]["records_deleted"] == 0
-    assert table_contents(stack) == values
+    assert stack.values() == values
 
 
 def test_prefix_sync_touches_only_its_prefix(stack: Stack):
@@ -150,50 +188,72 @@ def test_prefix_sync_touches_only_its_prefix(stack: Stack):
     # THEN flags/ was listed and nothing outside it was deleted
     assert response["statistics"]["keys_listed"] == 12
     assert response["statistics"]["records_deleted"] == 0
-    assert set(other) <= set(table_contents(stack))
+    assert response["data"]["selector"] == {"prefix": "flags/"}
+    assert set(other) <= set(stack.values())
 
 
 def test_key_names_use_one_bulk_get_and_report_missing_names(stack: Stack):
+    # GIVEN six keys in KV
     seed(stack, 6)
     stack.emulator.reset_stats()
 
-    response = stack.invoke({"key_names": ["flags/000", "flags/001", "flags/002", "nope"]})
+    # WHEN three of them and one missing name are synced
+    with recorded_calls("dynamodb") as calls:
+        response = stack.invoke({"key_names": ["flags/000", "flags/001", "flags/002", "nope"]})
 
+    # THEN one bulk get and one BatchGetItem served them all; the missing one failed
     assert response["success"] is False
     assert response["data"]["failed_keys"] == [
-        {"key": "nope", "type": "NOT_FOUND", "message": "Key 'nope' does not exist in KV"}
+        {
+            "key": "nope",
+            "type": "NOT_FOUND",
+            "message": "Key 'nope' does not exist in the KV namespace",
+        }
     ]
     assert response["statistics"]["records_written"] == 3
     bulk_gets = [r for r in stack.emulator.requests if r.path.endswith("/bulk/get")]
     assert len(bulk_gets) == 1
+    assert calls[0] == "BatchGetItem"
+    assert len(calls) == 4 and set(calls[1:]) <= set(WRITE_OPERATIONS)
 
 
 def test_named_key_gone_from_kv_is_deleted_with_delete_missing(stack: Stack):
+    # GIVEN two synced keys, one then deleted in KV
     seed(stack, 3)
     stack.invoke({"key_names": ["flags/000", "flags/001"]})
     stack.emulator.delete(stack.namespace_id, "flags/001")
 
+    # WHEN both are synced with delete_missing
     response = stack.invoke({"key_names": ["flags/000", "flags/001"], "delete_missing": True})
 
+    # THEN the gone key's record is deleted, which is not a failure
     assert response["success"] is True
     assert response["statistics"]["records_deleted"] == 1
-    assert "flags/001" not in table_contents(stack)
+    assert response["statistics"]["records_unchanged"] == 1
+    assert "flags/001" not in stack.values()
 
 
-def test_deadline_returns_cursor_and_the_cursor_finishes_the_run(stack: Stack, slow_pages):
-    # GIVEN each page needs more time than a 3.2 s invocation leaves for a second page
+def test_deadline_returns_cursor_and_the_cursor_finishes_the_run(stack: Stack):
+    # GIVEN 30 keys and listing pages that take over a second each
     values = seed(stack, 30)
+    stack.emulator.add_fault(delay=1.0, times=-1, path_contains="/keys")
 
-    # WHEN the namespace is synced with little time left
+    # WHEN the namespace is synced in a 3.2 s invocation (2.7 s before the safety
+    # margin): after one page, less than the 2 s a page may need is left
     first = stack.invoke({"all": True}, timeout_ms=3_200)
 
-    # THEN it stops after one page with a cursor
-    assert first["success"] is True
+    # THEN it stops after that one page with a cursor
+    assert first["success"] is True, first
     assert first["statistics"]["complete"] is False
+    assert first["data"]["message"].endswith(
+        "stopped before the deadline; pass next_cursor to continue"
+    )
     cursor = first["data"]["next_cursor"]
     assert cursor and first["statistics"]["keys_listed"] == 10
+    assert first["statistics"]["next_cursor"] == cursor
 
     # AND following the cursor completes the same run
+    stack.emulator.clear_faults()
     seen = 10
     for _ in range(5):
         step = stack.invoke({"all": True, "cursor": cursor})
@@ -203,42 +263,52 @@ def test_deadline_returns_cursor_and_the_cursor_finishes_the_run(stack: Stack, s
         cursor = step["data"]["next_cursor"]
     assert step["statistics"]["complete"] is True
     assert seen == 30
-    assert table_contents(stack) == values
+    assert stack.values() == values
 
 
-def test_cursor_of_another_selector_is_rejected(stack: Stack, slow_pages):
+@pytest.mark.usefixtures("one_page_per_invocation")
+def test_cursor_of_another_selector_is_rejected(stack: Stack):
+    # GIVEN an unfinished prefix run and its cursor
     seed(stack, 15)
-    first = stack.invoke({"prefix": "flags/"}, timeout_ms=3_200)
+    first = stack.invoke({"prefix": "flags/"})
     cursor = first["data"]["next_cursor"]
+    assert cursor
 
+    # WHEN the cursor is passed with another selector
     response = stack.invoke({"all": True, "cursor": cursor})
 
+    # THEN it is refused before any call
     assert response["error"]["type"] == "VALIDATION_ERROR"
     assert response["statistics"]["cloudflare_api_calls"] == 0
 
 
 def test_value_too_large_fails_that_key_only(stack: Stack):
+    # GIVEN five ordinary keys and one value that cannot fit an item, even compressed
     seed(stack, 5)
     stack.emulator.put(stack.namespace_id, "flags/huge", os.urandom(600_000))
 
+    # WHEN the namespace is synced
     response = stack.invoke({"all": True})
 
+    # THEN only that key failed
     assert response["success"] is False
     assert response["data"]["failed_keys"][0]["key"] == "flags/huge"
     assert response["data"]["failed_keys"][0]["type"] == "VALUE_TOO_LARGE"
     assert response["statistics"]["records_written"] == 5
     assert response["statistics"]["records_failed"] == 1
+    assert "flags/huge" not in stack.values()
 
 
 def test_function_url_partial_failure_is_207(stack: Stack):
-    from tests.conftest import load_event
-
+    # GIVEN a Function URL POST naming a present and a missing key
     seed(stack, 2)
     event = load_event("lambdaFunctionUrlIAMEvent.json")
     event["body"] = json.dumps({"key_names": ["flags/000", "missing"]})
 
+    # WHEN it is handled
     response = stack.invoke(event)
 
+    # THEN 207, listing the missing key
     assert response["statusCode"] == 207
     assert json.loads(response["body"])["data"]["failed_keys"][0]["key"] == "missing"
 
@@ -251,13 +321,14 @@ def test_listing_failure_stops_without_deleting_and_can_resume(stack: Stack):
     # AND the second listing page keeps failing
     stack.emulator.add_fault(status=500, times=-1, path_contains="/keys?limit=10&cursor=")
 
+    # WHEN the namespace is synced with delete_missing
     response = stack.invoke({"all": True, "delete_missing": True})
 
     # THEN the run reports the error with a cursor, and nothing unlisted was deleted
     assert response["error"]["type"] == "API_ERROR"
     assert response["statistics"]["next_cursor"]
     assert response["statistics"]["records_deleted"] == 0
-    assert table_contents(stack) == values
+    assert stack.values() == values
 
     # AND once Cloudflare recovers the cursor finishes the run, deletion included
     stack.emulator.clear_faults()
@@ -266,31 +337,39 @@ def test_listing_failure_stops_without_deleting_and_can_resume(stack: Stack):
     )
     assert resumed["statistics"]["complete"] is True
     assert resumed["statistics"]["records_deleted"] == 1
+    assert "flags/024" not in stack.values()
 
 
 def test_expiring_ttl_is_refreshed_without_a_full_write(stack: Stack):
+    # GIVEN a synced namespace with one record whose ttl is within half of
+    # RECORD_TTL_DAYS (30) of expiring
     seed(stack, 3)
     stack.invoke({"all": True})
-    # GIVEN one record whose ttl is within half of RECORD_TTL_DAYS of expiring
-    import time
-
     stack.dynamodb.update_item(
         TableName=stack.table,
         Key={"pk": {"S": f"NAMESPACE#{stack.namespace_id}"}, "sk": {"S": "KEY#flags/001"}},
         UpdateExpression="SET #t = :t",
         ExpressionAttributeNames={"#t": "ttl"},
-        ExpressionAttributeValues={":t": {"N": str(int(time.time()) + 86_400)}},
+        ExpressionAttributeValues={":t": {"N": str(int(time.time()) + DAY)}},
     )
+    before = stack.items()
 
+    # WHEN the namespace is synced again, unchanged
     response = stack.invoke({"all": True})
 
+    # THEN that one record's ttl was extended, in the run's only write
     assert response["statistics"]["records_written"] == 0
+    assert response["statistics"]["records_unchanged"] == 3
     assert response["statistics"]["dynamodb_writes"] == 1
-    item = stack.item("flags/001")
-    assert item is not None and item["ttl"] > time.time() + 29 * 86_400
+    after = stack.items()
+    assert after["flags/001"]["ttl"] > time.time() + 29 * DAY
+    assert after["flags/001"]["updated_at"] == before["flags/001"]["updated_at"]
+    assert after["flags/000"] == before["flags/000"]
 
 
-def test_client_side_rate_limit_stops_the_run_resumably(stack: Stack, monkeypatch):
+def test_client_side_rate_limit_stops_the_run_resumably(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+):
     # GIVEN a limit of 5 requests and 40 text keys (2 requests a page: list + bulk get)
     monkeypatch.setenv("CLOUDFLARE_REQUESTS_PER_5_MINUTES", "5")
     for i in range(40):
@@ -309,24 +388,53 @@ def test_client_side_rate_limit_stops_the_run_resumably(stack: Stack, monkeypatc
     assert len(stack.emulator.requests) == 5
 
 
-def test_self_continuation_invokes_the_function_with_the_cursor(
-    stack: Stack, monkeypatch, slow_pages
+@pytest.mark.usefixtures("one_page_per_invocation")
+def test_self_continuation_runs_until_complete(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, lambda_stub: list[dict[str, Any]]
 ):
-    from botocore.stub import ANY, Stubber
+    # GIVEN 25 keys (3 pages) and a function allowed to continue itself
+    values = seed(stack, 25)
+    monkeypatch.setenv("SELF_INVOKE_CONTINUATION", "true")
 
-    import aws_clients
+    # WHEN a prefix sync starts, and each asynchronous invocation it makes is delivered
+    response = stack.invoke({"prefix": "flags/"})
+    replies = [response]
+    while lambda_stub and len(replies) <= len(lambda_stub):
+        replies.append(stack.invoke(json.loads(lambda_stub[len(replies) - 1]["Payload"])))
 
+    # THEN each unfinished run invoked the function with its cursor, as a scheduled event
+    assert [r["data"]["continued"] for r in replies] == [True, True, False]
+    assert [r["statistics"]["complete"] for r in replies] == [False, False, True]
+    for number, (reply, call) in enumerate(zip(replies, lambda_stub, strict=False), start=1):
+        assert call["InvocationType"] == "Event"
+        assert call["FunctionName"].endswith(":function:cloudflare-data-sync")
+        payload = json.loads(call["Payload"])
+        assert payload["detail-type"] == "Scheduled Event"
+        assert payload["detail"] == {
+            "prefix": "flags/",
+            "cursor": reply["data"]["next_cursor"],
+            "continuation": number,
+        }
+    # AND the continued run copied every key
+    assert stack.values() == values
+
+
+@pytest.mark.usefixtures("one_page_per_invocation")
+def test_self_continuation_stops_at_max_continuations(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, lambda_stub: list[dict[str, Any]]
+):
+    # GIVEN a function allowed one continuation per run
     seed(stack, 25)
     monkeypatch.setenv("SELF_INVOKE_CONTINUATION", "true")
-    client = aws_clients.lambda_client()
-    with Stubber(client) as stubber:
-        stubber.add_response(
-            "invoke",
-            {"StatusCode": 202},
-            {"FunctionName": ANY, "InvocationType": "Event", "Payload": ANY},
-        )
-        response = stack.invoke({"prefix": "flags/"}, timeout_ms=3_200)
-        stubber.assert_no_pending_responses()
+    monkeypatch.setenv("MAX_CONTINUATIONS", "1")
 
-    assert response["data"]["continued"] is True
-    assert response["statistics"]["complete"] is False
+    # WHEN the run and its one continuation have run
+    first = stack.invoke({"all": True})
+    second = stack.invoke(json.loads(lambda_stub[0]["Payload"]))
+
+    # THEN the continuation did not invoke again, and returned its cursor instead
+    assert first["data"]["continued"] is True
+    assert second["data"]["continued"] is False
+    assert second["statistics"]["complete"] is False
+    assert second["data"]["next_cursor"]
+    assert len(lambda_stub) == 1

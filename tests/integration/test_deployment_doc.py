@@ -1,7 +1,7 @@
 """DEPLOYMENT.md, checked against the code, terraform/ and running services.
 
 The document's ``sh`` blocks are run in order, as one operator's shell session,
-by :class:`~tests.integration.doc_shell.DocShell`. Each command is checked by a
+by :class:`~tests.support.doc_shell.DocShell`. Each command is checked by a
 handler here:
 
 - ``aws ...``: parsed like the AWS CLI (global options, ``--option`` names from
@@ -20,14 +20,16 @@ handler here:
 
 Static checks cover what no command exercises: the 15 sections of issue 7 in
 order, links, Terraform variables and outputs named in prose and tables,
-environment variables, the execution role's actions, alarms, metrics, error
-types and the caller policy.
+environment variables, the execution role's actions (and the DynamoDB calls the
+text says the function makes), the handler Terraform deploys, alarms, metrics,
+error types and the caller policy.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fnmatch
+import importlib
 import io
 import itertools
 import json
@@ -50,16 +52,20 @@ from botocore.session import get_session
 from botocore.validate import ParamValidator
 
 from local.kv_emulator import KVEmulator
-from tests.integration import doc_shell
-from tests.integration.conftest import LambdaLikeContext
-from tests.integration.doc_shell import Command, DocShell
-from tests.integration.signed_function_url import SignedFunctionUrl
-from tests.integration.test_invoke_url_signing import ACCESS_KEY, SECRET_KEY, SESSION_TOKEN
+from local.lambda_context import LambdaContext
+from tests.support import doc_shell
+from tests.support.doc_shell import Command, DocShell
+from tests.support.function import reset_function_state
+from tests.support.iam import granted_dynamodb_operations
+from tests.support.signed_function_url import SignedFunctionUrl
+from tests.support.sigv4 import ACCESS_KEY, SECRET_KEY, SESSION_TOKEN
+from tests.support.stack import fresh_container
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "DEPLOYMENT.md"
 README = REPO / "README.md"
 TERRAFORM = REPO / "terraform"
+PACKAGE = REPO / "lambda_function" / "kv_sync"
 
 FUNCTION_NAME = "cloudflare-data-sync"
 REGION = "us-east-1"
@@ -140,6 +146,12 @@ def terraform_variables() -> dict[str, str]:
 @cache
 def terraform_outputs() -> set[str]:
     return set(re.findall(r'^output "([a-z0-9_]+)" \{', terraform_sources(), re.MULTILINE))
+
+
+@cache
+def package_sources() -> str:
+    """The source of every module of the function's package."""
+    return "\n".join(path.read_text() for path in sorted(PACKAGE.rglob("*.py")))
 
 
 def slugs(markdown: str) -> set[str]:
@@ -479,8 +491,8 @@ class Handlers:
         return json.dumps(output, default=str) + "\n"
 
     def _lambda_invoke(self, call: AwsCall) -> str:
-        import events
-        import handler
+        from kv_sync import events
+        from kv_sync.handler import lambda_handler
 
         params = call.params
         assert params["FunctionName"] == FUNCTION_NAME
@@ -491,7 +503,7 @@ class Handlers:
             )
         payload = json.loads(params.get("Payload", b"{}"))
         events.parse_event(payload, "default-key")  # a ValidationError fails the test
-        document = handler.lambda_handler(payload, LambdaLikeContext(timeout_ms=60_000))
+        document = lambda_handler(payload, LambdaContext(timeout_ms=60_000))
         self.walk.invoked.append(
             Invoked(call.command.line, self.walk.section, "aws lambda invoke", payload, document)
         )
@@ -755,10 +767,8 @@ def seed(emulator: KVEmulator, namespace_id: str) -> None:
 @pytest.fixture(scope="module")
 def walk(moto_server_url: str) -> Iterator[Walk]:
     """Run every shell block of DEPLOYMENT.md in order, as one session."""
-    import aws_clients
-    import bulk
-    import credentials
-    import handler
+    from kv_sync import engine
+    from kv_sync.handler import lambda_handler
 
     suffix = uuid.uuid4().hex[:8]
     table, secret = f"doc-kv-{suffix}", f"doc-cf-{suffix}"
@@ -777,19 +787,12 @@ def walk(moto_server_url: str) -> Iterator[Walk]:
             "AWS_SECURITY_TOKEN": SESSION_TOKEN,
         }.items():
             patch.setenv(name, value)
-        # Ten keys a listing page and one page an invocation, so the document's
-        # "continue with next_cursor" commands meet a real, unfinished run.
-        patch.setattr(bulk, "LIST_PAGE_SIZE", 10)
-        original_page = bulk._Run.listing_page
-
-        def page_then_out_of_time(self: Any, prefix: str, position: Any) -> Any:
-            result = original_page(self, prefix, position)
-            self.deadline.budget = lambda: 0.0
-            return result
-
-        patch.setattr(bulk._Run, "listing_page", page_then_out_of_time)
-        aws_clients.reset_clients()
-        credentials.reset_cache()
+        # Ten keys a listing page and one page an invocation (no invocation has the
+        # time a second page needs), so the document's "continue with next_cursor"
+        # commands meet a real, unfinished run.
+        patch.setattr(engine, "LIST_PAGE_SIZE", 10)
+        patch.setattr(engine, "MIN_PAGE_SECONDS", 3_600.0)
+        fresh_container()
         from local.aws_setup import create_secret, create_table
 
         dynamodb = boto3.client("dynamodb", endpoint_url=moto_server_url, region_name=REGION)
@@ -800,7 +803,7 @@ def walk(moto_server_url: str) -> Iterator[Walk]:
         queue_url = sqs.create_queue(QueueName=f"doc-failures-{suffix}")["QueueUrl"]
 
         def function_url(event: dict[str, Any]) -> dict[str, Any]:
-            reply: dict[str, Any] = handler.lambda_handler(event, LambdaLikeContext(60_000))
+            reply: dict[str, Any] = lambda_handler(event, LambdaContext(timeout_ms=60_000))
             return reply
 
         with SignedFunctionUrl(function_url) as url:
@@ -840,8 +843,7 @@ def walk(moto_server_url: str) -> Iterator[Walk]:
                 result.error = exc
             yield result
         patch.undo()
-        aws_clients.reset_clients()
-        credentials.reset_cache()
+        reset_function_state()
         dynamodb.delete_table(TableName=table)
         secrets.delete_secret(SecretId=secret, ForceDeleteWithoutRecovery=True)
 
@@ -1001,7 +1003,7 @@ def test_aws_commands_match_the_service_models_and_run_where_they_can(walk: Walk
 
 
 def test_the_secret_is_put_as_the_function_reads_it(walk: Walk) -> None:
-    import credentials
+    from kv_sync import credentials
 
     completed(walk)
     puts = [c for c in walk.aws if c.operation == "put-secret-value"]
@@ -1015,8 +1017,8 @@ def test_the_secret_is_put_as_the_function_reads_it(walk: Walk) -> None:
 
 
 def test_the_secret_template_is_rejected_until_filled_in() -> None:
-    import credentials
-    from errors import ConfigurationError
+    from kv_sync import credentials
+    from kv_sync.errors import ConfigurationError
 
     block = next(b for b in shell_blocks() if section_number(b.section) == 5)
     template = block.text.split("<<'EOF'\n", 1)[1].split("\nEOF\n", 1)[0]
@@ -1108,9 +1110,7 @@ def test_terraform_variables_named_in_the_tables_exist() -> None:
 
 
 def test_every_snake_case_name_is_known() -> None:
-    import config
-    import credentials
-    import events
+    from kv_sync import credentials, events, settings
 
     readme = README.read_text()
     record_attributes = set(re.findall(r"^\| `([a-z_]+)`", readme, re.MULTILINE))
@@ -1122,7 +1122,7 @@ def test_every_snake_case_name_is_known() -> None:
         | set(credentials.REQUIRED_FIELDS)
         | record_attributes
         | response_fields
-        | {name.lower() for name in config.ENV_VARS}
+        | {name.lower() for name in settings.ENV_VARS}
         # log fields (Powertools' own, and the ones the function adds)
         | {"function_request_id", "error_type", "is_retryable", "selector", "key_name"}
         # Terraform resource attributes and provider arguments
@@ -1130,8 +1130,7 @@ def test_every_snake_case_name_is_known() -> None:
     )
     # Or a literal of the code, of terraform/ (x86_64) or of build_lambda.sh (wheel tags).
     sources = "\n".join(
-        [p.read_text() for p in (REPO / "lambda_function").glob("*.py")]
-        + [terraform_sources(), (REPO / "build_lambda.sh").read_text()]
+        [package_sources(), terraform_sources(), (REPO / "build_lambda.sh").read_text()]
     )
     for span in _code_spans():
         for name in re.findall(r"^[a-z][a-z0-9]*(?:_[a-z0-9]+)+$", span):
@@ -1140,13 +1139,12 @@ def test_every_snake_case_name_is_known() -> None:
 
 
 def test_environment_variables_exist() -> None:
-    import config
-    import errors
+    from kv_sync import errors, settings
     from local import runner
 
     error_types = {cls.type for cls in vars(errors).values() if _is_error_class(cls)}
     known = (
-        set(config.ENV_VARS)
+        set(settings.ENV_VARS)
         | error_types
         | set(runner.CLOUDFLARE_ENV_VARS)
         | {"AWS_IAM", "TF_CLI_CONFIG_FILE"}
@@ -1169,7 +1167,7 @@ def test_scaling_knobs_feed_the_environment_variables_they_name() -> None:
 
 
 def test_hcl_examples_use_real_variables_and_schedule_inputs_the_function_accepts() -> None:
-    import events
+    from kv_sync import events
 
     variables = terraform_variables()
     for block in doc_shell.fenced_blocks(doc()):
@@ -1213,10 +1211,36 @@ def test_the_execution_role_table_is_what_iam_tf_grants() -> None:
     documented = set(re.findall(r"`([a-z0-9-]+:[A-Za-z*]+)`", table))
     iam = (TERRAFORM / "iam.tf").read_text()
     granted = set(re.findall(r'"([a-z0-9-]+:[A-Za-z*]+)"', iam)) - {"sts:AssumeRole"}
-    operations = re.search(r"dynamodb_operations\s*=\s*\[([^\]]*)\]", terraform_sources())
-    assert operations is not None
-    granted |= {f"dynamodb:{op}" for op in re.findall(r'"(\w+)"', operations.group(1))}
+    granted |= {f"dynamodb:{op}" for op in granted_dynamodb_operations()}
     assert documented == granted
+
+
+def test_the_deploy_section_names_only_dynamodb_operations_the_role_grants() -> None:
+    # GIVEN the DynamoDB operations section 4 says the function calls
+    model = get_session().get_service_model("dynamodb")
+    text = doc_shell.section_text(doc(), "4.")
+    named = {
+        span.removeprefix("dynamodb:")
+        for span in re.findall(r"`([A-Za-z:]+)`", text)
+        if span.removeprefix("dynamodb:") in model.operation_names
+    }
+    assert named, "section 4 names the DynamoDB calls the function makes"
+    # THEN the execution role may call each of them
+    assert named <= granted_dynamodb_operations(), named - granted_dynamodb_operations()
+
+
+def test_the_function_is_deployed_with_the_handler_the_document_names() -> None:
+    # GIVEN the handler section 4's table of created resources names
+    text = doc_shell.section_text(doc(), "4.")
+    (row,) = [r for r in doc_shell.table_rows(text) if r[0] == "Lambda function"]
+    documented = re.search(r"handler `([\w.]+)`", row[2])
+    assert documented is not None, row
+    deployed = re.search(r'^\s*handler\s*=\s*"([\w.]+)"', terraform_sources(), re.MULTILINE)
+    assert deployed is not None
+    # THEN it is the one Terraform deploys, and that one exists in the package
+    assert documented.group(1) == deployed.group(1)
+    module, _, name = deployed.group(1).rpartition(".")
+    assert callable(getattr(importlib.import_module(module), name))
 
 
 def test_the_alarm_table_is_what_monitoring_tf_creates() -> None:
@@ -1240,9 +1264,10 @@ def test_documented_metrics_are_the_ones_the_code_emits() -> None:
     text = doc_shell.section_text(doc(), "10.")
     bullet = text.split("**Custom metrics**", 1)[1].split("\n\n", 1)[0]
     documented = {n for n in re.findall(r"`([A-Z][A-Za-z]+)`", bullet)}
-    handler_source = (REPO / "lambda_function" / "handler.py").read_text()
-    emitted = set(re.findall(r'count\("([A-Za-z]+)"', handler_source)) | {"SyncFailed"}
-    if "capture_cold_start_metric=True" in handler_source:
+    sources = package_sources()
+    emitted = set(re.findall(r'count\("([A-Za-z]+)"', sources))
+    emitted |= set(re.findall(r'single_metric\(\s*name="([A-Za-z]+)"', sources))
+    if "capture_cold_start_metric=True" in sources:
         emitted.add("ColdStart")
     namespace = re.search(r'default\s*=\s*"(\w+)"', terraform_variables()["metrics_namespace"])
     assert namespace is not None
@@ -1250,13 +1275,13 @@ def test_documented_metrics_are_the_ones_the_code_emits() -> None:
 
 
 def _is_error_class(value: object) -> bool:
-    import errors
+    from kv_sync import errors
 
     return isinstance(value, type) and issubclass(value, errors.SyncError)
 
 
 def test_troubleshooting_covers_every_error_type_with_its_status() -> None:
-    import errors
+    from kv_sync import errors
 
     classes = {cls.type: cls for cls in vars(errors).values() if _is_error_class(cls)}
     text = doc_shell.section_text(doc(), "14.")
@@ -1311,7 +1336,7 @@ def test_quoted_log_lines_and_messages_are_the_functions_own() -> None:
         elif not inside:
             prose.append(re.sub(r"`[^`]*`", "", line))
     quoted = {" ".join(q.split()) for q in re.findall(r'"([^"]+)"', "\n".join(prose))}
-    sources = "\n".join(p.read_text() for p in (REPO / "lambda_function").glob("*.py"))
+    sources = package_sources()
     messages = {q for q in quoted if " " in q}
     assert messages, "the document quotes log lines and messages"
     for message in messages:

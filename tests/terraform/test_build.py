@@ -4,7 +4,8 @@ The builds download wheels from PyPI (pip's cache makes repeats quick). The zip
 that runs is built for this machine's architecture and for the Python that runs
 it (3.12, the Lambda runtime's, when this machine has it), then unpacked into an
 empty directory and imported by ``python -I -S`` with nothing else on the path
-but a stand-in for the runtime's boto3.
+but a stand-in for the runtime's boto3 (and, last, the repository root, for the
+standard-library-only ``local.lambda_context``), with tracing on as in Lambda.
 """
 
 from __future__ import annotations
@@ -14,19 +15,21 @@ import json
 import os
 import platform
 import shutil
+import socket
 import subprocess
 import sys
 import uuid
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from importlib.metadata import packages_distributions
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 
-from tests.terraform.tfharness import LAMBDA_DIR, REPO_ROOT
+from tests.terraform.tfharness import PACKAGE_DIR, REPO_ROOT
 
 BUILD_SCRIPT = REPO_ROOT / "build_lambda.sh"
 SDK_TOP_LEVEL = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six.py")
@@ -97,7 +100,7 @@ def test_byte_code_is_for_the_runtime_and_never_checked_against_sources(builds: 
             # THEN without one it ships sources only, and says why
             assert pycs == []
             pytest.skip("no CPython 3.12 on this machine: the build shipped sources only")
-        handler = archive.read("__pycache__/handler.cpython-312.pyc")
+        handler = archive.read("kv_sync/__pycache__/handler.cpython-312.pyc")
 
     # THEN every module has its .pyc, hash-based and unchecked (flags 0b01), so
     # the zip stays reproducible and Lambda loads them without reading sources
@@ -138,10 +141,20 @@ def test_zip_holds_the_function_and_its_dependencies_but_not_the_sdk_or_junk(bui
     with zipfile.ZipFile(builds.first) as archive:
         names = archive.namelist()
     top = {name.split("/", 1)[0] for name in names}
+    modules = {
+        entry.removesuffix(".py")
+        for entry in top
+        if not entry.endswith(".dist-info") and entry != "__pycache__"
+    }
 
-    for source in LAMBDA_DIR.glob("*.py"):
-        assert source.name in names, source.name
-    for package in ("aws_lambda_powertools", "requests", "tenacity", "urllib3"):
+    # the function is the kv_sync package, every source of it and nothing else
+    assert {n for n in names if n.startswith("kv_sync/") and n.endswith(".py")} == {
+        f"kv_sync/{source.name}" for source in PACKAGE_DIR.glob("*.py")
+    }
+    # no module of ours at the top level: everything else belongs to a dependency
+    assert not modules & {source.stem for source in PACKAGE_DIR.glob("*.py")}
+    assert modules - {"kv_sync"} <= set(packages_distributions()), modules
+    for package in ("aws_lambda_powertools", "aws_xray_sdk", "requests", "tenacity", "urllib3"):
         assert package in top, package
     for sdk in SDK_TOP_LEVEL:
         assert sdk not in top, sdk
@@ -212,24 +225,15 @@ def test_bad_arguments_fail_with_a_clear_message(tmp_path: Path):
 
 RUNNER = r"""
 import json, os, sys
-package, sdk = sys.argv[1], sys.argv[2]
+package, sdk, repo = sys.argv[1], sys.argv[2], sys.argv[3]
 sys.path[:0] = [package, sdk]
+# The fake context only (standard library), and last, so that it shadows nothing.
+sys.path.append(repo)
 
-import handler
+from kv_sync import handler
+from local.lambda_context import LambdaContext
 
-
-class Context:
-    function_name = "cloudflare-data-sync"
-    function_version = "$LATEST"
-    memory_limit_in_mb = 512
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:cloudflare-data-sync"
-    aws_request_id = "zip-run-1"
-
-    def get_remaining_time_in_millis(self):
-        return 60000
-
-
-response = handler.lambda_handler({"key_name": sys.argv[3]}, Context())
+response = handler.lambda_handler({"key_name": sys.argv[4]}, LambdaContext(timeout_ms=60_000))
 
 # Every top-level package in the zip imports, compiled extensions included.
 import importlib
@@ -246,11 +250,16 @@ allowed = tuple(os.path.join(p, "") for p in (package, sdk, paths["stdlib"], pat
 outside = sorted(
     name
     for name, module in list(sys.modules.items())
-    if getattr(module, "__file__", None) and not os.path.abspath(module.__file__).startswith(allowed)
+    if getattr(module, "__file__", None)
+    and not os.path.abspath(module.__file__).startswith(allowed)
+    and name not in {"local", "local.lambda_context"}
 )
 origins = {
     name: os.path.dirname(os.path.dirname(os.path.abspath(sys.modules[name].__file__)))
-    for name in ("boto3", "botocore", "requests", "urllib3", "aws_lambda_powertools")
+    for name in (
+        "boto3", "botocore", "requests", "urllib3", "aws_lambda_powertools", "aws_xray_sdk",
+        "wrapt", "kv_sync",
+    )
 }
 compiled = sorted(
     name
@@ -290,9 +299,15 @@ def runnable_zip(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
 
 
 def test_built_zip_runs_a_sync_in_a_clean_interpreter(
-    runnable_zip: tuple[str, Path, Path], moto_server_url: str, kv_emulator: Any, tmp_path: Path
+    runnable_zip: tuple[str, Path, Path],
+    moto_server_url: str,
+    kv_emulator: Any,
+    daemon: socket.socket,
+    tmp_path: Path,
 ):
+    # GIVEN the zip unpacked alone, a table, a secret and a key, and Lambda's tracing
     python, package, sdk = runnable_zip
+    trace_parent = uuid.uuid4().hex[:16]
     suffix = uuid.uuid4().hex[:8]
     table, secret = f"zip-{suffix}", f"zip/{suffix}"
     dynamodb = boto3.client("dynamodb", endpoint_url=moto_server_url)
@@ -336,10 +351,17 @@ def test_built_zip_runs_a_sync_in_a_clean_interpreter(
         "CLOUDFLARE_API_BASE_URL": kv_emulator.base_url,
         "POWERTOOLS_SERVICE_NAME": "kv-sync",
         "POWERTOOLS_METRICS_NAMESPACE": "KvSync",
+        # Lambda's variables with active tracing: traced by the zip's own X-Ray SDK
+        "LAMBDA_TASK_ROOT": str(package),
+        "_X_AMZN_TRACE_ID": f"Root=1-6766e0c0-{uuid.uuid4().hex[:24]};Parent={trace_parent};"
+        "Sampled=1",
+        "AWS_XRAY_DAEMON_ADDRESS": f"127.0.0.1:{daemon.getsockname()[1]}",
+        "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
     }
 
+    # WHEN a fresh interpreter imports kv_sync from it and syncs the key
     run = subprocess.run(
-        [python, "-I", "-S", "-c", RUNNER, str(package), str(sdk), "from-the-zip"],
+        [python, "-I", "-S", "-c", RUNNER, str(package), str(sdk), str(REPO_ROOT), "from-the-zip"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -348,13 +370,15 @@ def test_built_zip_runs_a_sync_in_a_clean_interpreter(
         check=False,
     )
 
+    # THEN the sync succeeds with nothing but the zip and the SDK imported
     assert run.returncode == 0, run.stderr[-4000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert result["response"]["success"] is True, result["response"]
     assert result["outside"] == []
     assert result["origins"]["boto3"] == result["origins"]["botocore"] == str(sdk)
     assert result["origins"]["requests"] == result["origins"]["urllib3"] == str(package)
-    assert result["origins"]["aws_lambda_powertools"] == str(package)
+    for name in ("aws_lambda_powertools", "aws_xray_sdk", "wrapt", "kv_sync"):
+        assert result["origins"][name] == str(package), name
     # the platform wheels' extension modules loaded in this interpreter
     assert result["compiled"], "no compiled extension from the zip was imported"
     item = dynamodb.get_item(
@@ -363,3 +387,37 @@ def test_built_zip_runs_a_sync_in_a_clean_interpreter(
     )["Item"]
     assert item["value"] == {"S": "zipped value"}
     assert item["metadata"] == {"M": {"built": {"BOOL": True}}}
+    # the invocation was traced under Lambda's segment, with our subsegments
+    traced = received_subsegments(daemon)
+    assert "## lambda_handler" in traced, traced
+    assert traced["## lambda_handler"]["parent_id"] == trace_parent
+    assert {"## secrets.read", "## cloudflare.fetch", "## dynamodb.write", "dynamodb"} <= set(
+        traced
+    )
+
+
+@pytest.fixture
+def daemon() -> Iterator[socket.socket]:
+    """A UDP socket standing in for the X-Ray daemon."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.5)
+    with sock:
+        yield sock
+
+
+def received_subsegments(sock: socket.socket) -> dict[str, dict[str, Any]]:
+    """Every (sub)segment the daemon stand-in received, by name, nested ones included."""
+    found: dict[str, dict[str, Any]] = {}
+    while True:
+        try:
+            datagram = sock.recv(65536)
+        except TimeoutError:
+            return found
+        header, _, body = datagram.decode().partition("\n")
+        assert json.loads(header) == {"format": "json", "version": 1}
+        pending = [json.loads(body)]
+        while pending:
+            entity = pending.pop()
+            found[entity["name"]] = entity
+            pending.extend(entity.get("subsegments", []))

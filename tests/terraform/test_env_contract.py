@@ -9,7 +9,8 @@ from __future__ import annotations
 import ast
 import re
 
-from tests.terraform.tfharness import LAMBDA_DIR, TERRAFORM_DIR
+from kv_sync.settings import ENV_VARS
+from tests.terraform.tfharness import PACKAGE_DIR, TERRAFORM_DIR
 
 POWERTOOLS_ENV = {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_LOG_LEVEL"}
 # Read by the code but set by the Lambda runtime or only by tests and local runs.
@@ -21,6 +22,8 @@ NOT_FOR_TERRAFORM = {
     "REQUESTS_CA_BUNDLE",
     "CURL_CA_BUNDLE",
 }
+# What an environment variable's name looks like: upper case, at least one underscore.
+ENV_NAME = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+")
 
 
 def terraform_env_names() -> set[str]:
@@ -32,33 +35,41 @@ def terraform_env_names() -> set[str]:
 
 
 def names_read_by_the_code() -> set[str]:
-    """Literal names in os.environ[...], os.environ.get(...) and os.getenv(...) calls."""
+    """Variable names the package reads, found in its source.
+
+    ``os.environ[NAME]``, and every call whose first argument is a literal that
+    looks like a variable name: ``os.environ.get(NAME)``, ``os.getenv(NAME)`` and
+    any helper of the package's that wraps them. (``settings`` reads ENV_VARS
+    itself, by looping over it.)
+    """
     found: set[str] = set()
-    for path in sorted(LAMBDA_DIR.glob("*.py")):
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
             name: ast.expr | None = None
             if isinstance(node, ast.Subscript) and ast.unparse(node.value) == "os.environ":
                 name = node.slice
-            elif (
-                isinstance(node, ast.Call)
-                and node.args
-                and ast.unparse(node.func) in {"os.environ.get", "os.getenv"}
-            ):
+            elif isinstance(node, ast.Call) and node.args:
                 name = node.args[0]
-            if isinstance(name, ast.Constant) and isinstance(name.value, str):
+            if (
+                isinstance(name, ast.Constant)
+                and isinstance(name.value, str)
+                and ENV_NAME.fullmatch(name.value)
+            ):
                 found.add(name.value)
     return found
 
 
-def test_terraform_sets_every_env_var_in_config_and_no_other():
-    import config
+def test_terraform_sets_every_env_var_in_settings_and_no_other():
+    # GIVEN the variables kv_sync.settings declares and the Powertools ones
+    # WHEN Terraform's function environment is read
+    # THEN it sets exactly those
+    assert terraform_env_names() == set(ENV_VARS) | POWERTOOLS_ENV
 
-    assert terraform_env_names() == set(config.ENV_VARS) | POWERTOOLS_ENV
 
+def test_settings_env_vars_list_every_name_the_code_reads():
+    # GIVEN every variable name the package's source reads
+    read = names_read_by_the_code()
 
-def test_config_env_vars_list_every_name_the_code_reads_directly():
-    import config
-
-    unlisted = names_read_by_the_code() - set(config.ENV_VARS) - POWERTOOLS_ENV - NOT_FOR_TERRAFORM
-
-    assert not unlisted, f"read by lambda_function/ but not in config.ENV_VARS: {sorted(unlisted)}"
+    # THEN each is declared in ENV_VARS, or is a Powertools, runtime or test-only one
+    unlisted = read - set(ENV_VARS) - POWERTOOLS_ENV - NOT_FOR_TERRAFORM
+    assert not unlisted, f"read by kv_sync but not in settings.ENV_VARS: {sorted(unlisted)}"

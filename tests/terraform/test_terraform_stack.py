@@ -5,7 +5,9 @@ moto); the last test destroys it and checks that nothing is left. Between the
 two, the tests check the resources through the AWS APIs, run the real handler
 in-process with the environment Terraform gave the function, and hold the code
 and the infrastructure to the same contract: env var names, IAM actions,
-metric names and dimensions.
+metric names and dimensions. Tracing stays off in this process: the X-Ray SDK
+patches botocore and requests globally, for good (the benchmarks and the zip
+test run the function traced, in interpreters of their own).
 
 moto 5.2.5 gaps met here: none for the resources this stack creates. The stack
 has no X-Ray group or sampling rule (moto has neither API): the default sampling
@@ -26,6 +28,7 @@ import importlib
 import io
 import json
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -37,9 +40,13 @@ import pytest
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 
-from tests.conftest import load_event
+from kv_sync import events
+from kv_sync.errors import ValidationError
+from kv_sync.model import Trigger
+from kv_sync.settings import ENV_VARS
+from local.lambda_context import LambdaContext
+from tests.support.function import load_event
 from tests.terraform.tfharness import (
-    LAMBDA_DIR,
     Terraform,
     planned_changes,
     policy_statements,
@@ -106,12 +113,17 @@ ALARMS = {
 POWERTOOLS_ENV = {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_LOG_LEVEL"}
 # IAM actions of boto3 operations whose names differ from them.
 IAM_ACTIONS = {("lambda", "Invoke"): "lambda:InvokeFunction"}
-# What lambda_function/store.py calls: single-key updates, conditional puts and
-# deletes of multi-key runs, batched reads of named keys, queries of listed ranges.
-DYNAMODB_OPERATIONS = ("UpdateItem", "PutItem", "DeleteItem", "BatchGetItem", "Query")
+# What kv_sync/store.py calls: conditional puts (new and changed records), conditional
+# updates (ttl extensions), conditional deletes (delete_missing), batched reads of named
+# keys (a single key_name included), queries of listed ranges.
+DYNAMODB_OPERATIONS = ("PutItem", "UpdateItem", "DeleteItem", "BatchGetItem", "Query")
 # Keys seeded for the multi-key runs; GONE_KEY is deleted from KV between two of them.
 BULK_KEYS = ("flags/alpha", "flags/beta", "flags/gamma")
 GONE_KEY = "flags/beta"
+# Seeded last, for a run longer than one invocation: more keys than a listing page.
+LONG_PREFIX = "long/"
+LONG_KEYS = tuple(f"{LONG_PREFIX}{index:02}" for index in range(12))
+LONG_PAGE_SIZE = 10  # the smallest listing page Cloudflare serves
 
 
 @dataclass
@@ -232,7 +244,7 @@ def test_function_runs_the_handler_with_the_declared_settings(deployment: Deploy
     config = deployment.client("lambda").get_function_configuration(FunctionName=FUNCTION)
 
     assert config["FunctionArn"] == deployment.outputs["lambda_function_arn"]
-    assert config["Handler"] == "handler.lambda_handler"
+    assert config["Handler"] == "kv_sync.handler.lambda_handler"
     assert config["Runtime"] == "python3.12"
     assert config["Architectures"] == ["x86_64"]
     assert (config["Timeout"], config["MemorySize"]) == (60, 256)
@@ -509,21 +521,6 @@ def test_a_second_plan_shows_no_drift(deployment: Deployment):
 
 
 @dataclass
-class Context:
-    """Enough of a LambdaContext for the handler and Powertools."""
-
-    function_name: str = FUNCTION
-    function_version: str = "$LATEST"
-    memory_limit_in_mb: int = 256
-    invoked_function_arn: str = f"arn:aws:lambda:us-east-1:123456789012:function:{FUNCTION}"
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    remaining_ms: int = 55_000
-
-    def get_remaining_time_in_millis(self) -> int:
-        return self.remaining_ms
-
-
-@dataclass
 class SyncRun:
     """Responses, AWS calls and stdout of the handler's invocations."""
 
@@ -544,23 +541,30 @@ class SyncRun:
         return documents
 
 
+def _is_function_module(name: str) -> bool:
+    return name == "kv_sync" or name.startswith("kv_sync.")
+
+
 @contextlib.contextmanager
 def fresh_lambda_modules() -> Iterator[Any]:
-    """Import the function's modules anew (module-level settings read from the env).
+    """Import the ``kv_sync`` package anew (module-level settings read from the env).
 
-    Other tests import them under their own env; their module objects are put back
-    afterwards, so neither run sees the other's clients or caches.
+    Other tests import it under their own env; their module objects are put back
+    afterwards, so neither run sees the other's clients or caches. Tracing must be
+    off in the environment: the X-Ray SDK would patch botocore for every test.
     """
-    names = {path.stem for path in LAMBDA_DIR.glob("*.py")}
-    saved = {name: sys.modules.pop(name) for name in list(sys.modules) if name in names}
+    saved = {name: sys.modules.pop(name) for name in list(sys.modules) if _is_function_module(name)}
     try:
-        yield importlib.import_module("handler")
+        handler = importlib.import_module("kv_sync.handler")
+        if importlib.import_module("kv_sync.tracing").tracer() is not None:
+            pytest.fail("tracing is on in the test process; it must stay off here")
+        yield handler
     finally:
-        cloudflare = sys.modules.get("cloudflare")
+        cloudflare = sys.modules.get("kv_sync.cloudflare")
         session = getattr(cloudflare, "SESSION", None)
         if session is not None:
             session.close()
-        for name in names:
+        for name in [name for name in sys.modules if _is_function_module(name)]:
             sys.modules.pop(name, None)
         sys.modules.update(saved)
 
@@ -613,6 +617,9 @@ def sync_run(deployment: Deployment) -> Iterator[SyncRun]:
             mp.setenv(name, value)
         mp.setenv("CLOUDFLARE_API_BASE_URL", emulator.base_url)  # the emulator stands in
         mp.setenv("AWS_ENDPOINT_URL", deployment.moto_url)
+        # In-process: no tracing (Lambda's LAMBDA_TASK_ROOT would turn it on).
+        mp.delenv("LAMBDA_TASK_ROOT", raising=False)
+        mp.setenv("POWERTOOLS_TRACE_DISABLED", "true")
         mp.setattr(BaseClient, "_make_api_call", spy)
         mp.setattr(cold_start, "is_cold_start", True)
         stdout = io.StringIO()
@@ -620,10 +627,15 @@ def sync_run(deployment: Deployment) -> Iterator[SyncRun]:
         with contextlib.redirect_stdout(stdout), fresh_lambda_modules() as handler:
             function_arn = deployment.outputs["lambda_function_arn"]
 
-            def invoke(label: str, event: dict[str, Any], remaining_ms: int = 55_000) -> None:
+            def invoke(label: str, event: dict[str, Any], timeout_ms: int = 55_000) -> None:
                 nonlocal recording
                 recording = True
-                context = Context(invoked_function_arn=function_arn, remaining_ms=remaining_ms)
+                context = LambdaContext(
+                    timeout_ms=timeout_ms,
+                    function_name=FUNCTION,
+                    memory_limit_in_mb=256,
+                    invoked_function_arn=function_arn,
+                )
                 try:
                     responses[label] = handler.lambda_handler(event, context)
                 finally:
@@ -637,6 +649,17 @@ def sync_run(deployment: Deployment) -> Iterator[SyncRun]:
             invoke("default_key", {})
             # the constant input the EventBridge target sends
             invoke("scheduled_event", load_event("scheduledEvent.json"))
+            # an unchanged key whose ttl is due for extension (UpdateItem)
+            deployment.client("dynamodb").update_item(
+                TableName=TABLE,
+                Key={"pk": {"S": f"NAMESPACE#{namespace_id}"}, "sk": {"S": "KEY#flag"}},
+                UpdateExpression="SET #ttl = :soon",
+                ExpressionAttributeNames={"#ttl": "ttl"},
+                ExpressionAttributeValues={":soon": {"N": str(int(time.time()) + 3600)}},
+            )
+            invoke("ttl_due", {"key_name": "flag"})
+            # single keys: BatchGetItem, then PutItem for a new value and no
+            # write for an unchanged one (the scheduled event's default key)
             # multi-key runs: named keys (BatchGetItem, PutItem), the prefix the
             # EventBridge target sends and the namespace (Query), then the
             # namespace again once a key is gone from KV (DeleteItem)
@@ -645,8 +668,13 @@ def sync_run(deployment: Deployment) -> Iterator[SyncRun]:
             invoke("all", {"all": True, "delete_missing": True})
             emulator.delete(namespace_id, GONE_KEY)
             invoke("all_after_delete", {"all": True, "delete_missing": True})
-            # 2 s left: too little for a page, so the run continues itself (Invoke) ...
-            invoke("continuing", {"prefix": "flags/"}, remaining_ms=2_000)
+            # More keys than a listing page, and 2 s left: the first page runs,
+            # then too little time is left for another, so the run continues
+            # itself (Invoke) ...
+            for key in LONG_KEYS:
+                emulator.put(namespace_id, key, f"value of {key}")
+            mp.setattr(sys.modules["kv_sync.engine"], "LIST_PAGE_SIZE", LONG_PAGE_SIZE)
+            invoke("continuing", {"prefix": LONG_PREFIX}, timeout_ms=2_000)
             # ... and the test delivers the continuation as Lambda would
             for index, invocation in enumerate(list(invocations)):
                 invoke(f"continuation_{index + 1}", json.loads(invocation["Payload"]))
@@ -690,6 +718,16 @@ def test_handler_syncs_keys_into_the_table_terraform_created(
         response = sync_run.responses[label]
         assert response["success"] is True, (label, response)
         assert response["data"]["key_name"] == key
+    # the scheduled event re-synced the default key, unchanged since: nothing written
+    rerun = sync_run.responses["scheduled_event"]
+    assert rerun["data"]["record"]["changed"] is False
+    assert rerun["data"]["message"] == f"Synced '{DEFAULT_KEY}': unchanged"
+    assert rerun["statistics"]["dynamodb_writes"] == 0
+    assert sync_run.responses["default_key"]["statistics"]["dynamodb_writes"] == 1
+    # the unchanged flag whose ttl was due: one write, the extension, and still "unchanged"
+    extended = sync_run.responses["ttl_due"]
+    assert extended["data"]["record"]["changed"] is False
+    assert extended["statistics"]["dynamodb_writes"] == 1
 
     flag = _item(deployment, sync_run.namespace_id, "flag")
     assert flag is not None
@@ -756,12 +794,18 @@ def test_handler_continues_a_long_run_by_invoking_its_own_function(
     # a scheduled event, so the continued run's retryable failures raise for Lambda
     assert sent["detail-type"] == "Scheduled Event"
     payload = sent["detail"]
-    assert payload["prefix"] == "flags/"
+    assert payload["prefix"] == LONG_PREFIX
     assert payload["cursor"] == continuing["data"]["next_cursor"]
     assert payload["continuation"] == 1
     assert continued["success"] is True, continued
     assert continued["data"]["complete"] is True
-    assert continued["statistics"]["keys_listed"] == len(BULK_KEYS) - 1
+    # the first invocation synced one page, the continuation the rest
+    assert continuing["statistics"]["keys_listed"] == LONG_PAGE_SIZE
+    assert continued["statistics"]["keys_listed"] == len(LONG_KEYS) - LONG_PAGE_SIZE
+    for key in LONG_KEYS:
+        item = _item(deployment, sync_run.namespace_id, key)
+        assert item is not None, key
+        assert item["value"] == {"S": f"value of {key}"}
 
 
 def test_handler_never_logs_the_token(sync_run: SyncRun):
@@ -775,9 +819,7 @@ def test_handler_never_logs_the_token(sync_run: SyncRun):
 
 
 def test_contract_env_vars_the_code_reads_are_the_ones_terraform_sets(deployment: Deployment):
-    import config
-
-    assert set(deployment.function_env) == set(config.ENV_VARS) | POWERTOOLS_ENV
+    assert set(deployment.function_env) == set(ENV_VARS) | POWERTOOLS_ENV
 
 
 def test_contract_dynamodb_actions_called_are_the_ones_granted(
@@ -996,8 +1038,6 @@ def test_plan_puts_each_schedule_selector_into_the_rule_target_input(
     A mocked plan takes about a second where one against moto takes 15, so every
     shape gets its own; the applied stack checks the prefix shape against moto.
     """
-    import events
-
     if terraform_version() < (1, 7):
         pytest.skip("terraform test with mock_provider needs Terraform >= 1.7")
     tf = Terraform.prepare(tmp_path / "shapes", cli_config)
@@ -1018,7 +1058,7 @@ def test_plan_puts_each_schedule_selector_into_the_rule_target_input(
             scheduled_event(schedule_input), "redirect-all-users-to-essentials"
         )
         assert request.selector() == selector
-        assert request.trigger is events.Trigger.SCHEDULE
+        assert request.trigger is Trigger.SCHEDULE
         assert request.delete_missing == schedule_input.get("delete_missing")
 
 
@@ -1057,9 +1097,6 @@ def test_bad_schedule_inputs_fail_validation_and_the_function_rejects_them_too(
     The validations need no provider, so each plan takes a fraction of a second;
     the full stack's plan reports the same messages (test_bad_variable_values...).
     """
-    import events
-    from errors import ValidationError
-
     tf = Terraform.prepare(tmp_path / "variables", cli_config)
     for path in tf.workdir.glob("*.tf"):
         if path.name != "variables.tf":

@@ -1,11 +1,12 @@
 """Run the Terraform CLI on a throw-away copy of ``terraform/``.
 
 The copy lives in a temporary directory, so the repository never gets a
-``.terraform/`` directory, a lock file or state. The provider comes from the
-filesystem mirror named by ``KV_SYNC_TF_PROVIDER_MIRROR`` (``.ci/run`` finds
-one); a CLI configuration file written next to the copy selects it through
-``TF_CLI_CONFIG_FILE``. Against moto server, a test-only ``override.tf`` points
-every AWS service the stack uses at moto.
+``.terraform/`` directory, a lock file or state. When ``KV_SYNC_TF_PROVIDER_MIRROR``
+names a filesystem mirror (``make test`` sets it when the registry is unreachable
+and ``scripts/tf_mirror.py`` finds one), a CLI configuration written by that
+script selects it through ``TF_CLI_CONFIG_FILE``; otherwise Terraform downloads
+the provider as usual, with the user's own CLI configuration. Against moto
+server, a test-only ``override.tf`` points every AWS service the stack uses at moto.
 """
 
 from __future__ import annotations
@@ -22,10 +23,14 @@ from typing import Any
 
 import pytest
 
+from scripts import tf_mirror
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TERRAFORM_DIR = REPO_ROOT / "terraform"
 LAMBDA_DIR = REPO_ROOT / "lambda_function"
-MIRROR_ENV = "KV_SYNC_TF_PROVIDER_MIRROR"
+# The function's one package, shipped as ``kv_sync/`` in the zip.
+PACKAGE_DIR = LAMBDA_DIR / "kv_sync"
+MIRROR_ENV = tf_mirror.MIRROR_ENV
 
 # Every AWS service the configuration calls (provider endpoint names).
 MOTO_SERVICES = (
@@ -60,31 +65,47 @@ def terraform_version() -> tuple[int, int]:
     return int(major), int(minor)
 
 
-def provider_mirror() -> Path:
-    """The provider mirror directory, or skip the test with the reason."""
+def provider_mirror() -> Path | None:
+    """The provider mirror named by ``KV_SYNC_TF_PROVIDER_MIRROR``; None when unset.
+
+    Unset means Terraform downloads the provider from the registry. A set but
+    unusable mirror (no accepted ``hashicorp/aws`` version for this platform)
+    fails the test with the reason.
+    """
     mirror = os.environ.get(MIRROR_ENV, "").strip()
     if not mirror:
-        pytest.skip(
-            f"{MIRROR_ENV} is not set: these tests run Terraform offline from a provider "
-            "mirror (.ci/run finds one; set it to a directory holding "
-            "registry.terraform.io/hashicorp/aws/<version>/<os_arch>/)"
-        )
-    path = Path(mirror)
-    if not (path / "registry.terraform.io" / "hashicorp" / "aws").is_dir():
-        pytest.fail(f"{MIRROR_ENV}={mirror} holds no registry.terraform.io/hashicorp/aws")
+        return None
+    path = Path(mirror).expanduser().absolute()
+    target = tf_mirror.machine_platform()
+    if not tf_mirror.holds_provider(path, tf_mirror.accepted_versions(), target):
+        pytest.fail(f"{MIRROR_ENV}={mirror} holds no usable hashicorp/aws for {target}")
     return path
 
 
-def write_cli_config(directory: Path, mirror: Path) -> Path:
-    """A Terraform CLI configuration that installs providers from ``mirror`` only."""
-    config = directory / "terraformrc"
-    config.write_text(
-        "provider_installation {\n"
-        "  filesystem_mirror {\n"
-        f"    path = {json.dumps(str(mirror))}\n"
-        "  }\n"
-        "}\n"
+def write_cli_config(directory: Path, mirror: Path | None) -> Path:
+    """The Terraform CLI configuration for the tests, in ``directory``.
+
+    With a mirror: one that installs providers from ``mirror`` only (written by
+    ``scripts/tf_mirror.py``, as for ``make terraform-check``). Without: the
+    configuration Terraform would read anyway (``TF_CLI_CONFIG_FILE`` or
+    ``~/.terraformrc``) when it exists, else an empty one, so providers are
+    downloaded as usual.
+    """
+    if mirror is not None:
+        config = directory / "terraformrc"
+        config.write_text(tf_mirror.cli_config(mirror))
+        return config
+    user_config = os.environ.get("TF_CLI_CONFIG_FILE", "").strip()
+    default = (
+        Path(os.environ.get("APPDATA", "")) / "terraform.rc"
+        if os.name == "nt"
+        else Path.home() / ".terraformrc"
     )
+    existing = Path(user_config).expanduser() if user_config else default
+    if existing.is_file():
+        return existing.absolute()
+    config = directory / "terraformrc"
+    config.write_text("# No provider_installation: Terraform downloads providers as usual.\n")
     return config
 
 
@@ -111,7 +132,10 @@ def moto_override(moto_url: str) -> str:
 def stub_package(path: Path) -> Path:
     """A tiny deployment zip: moto stores the code but never runs it."""
     with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("handler.py", "def lambda_handler(event, context):\n    return {}\n")
+        archive.writestr("kv_sync/__init__.py", "")
+        archive.writestr(
+            "kv_sync/handler.py", "def lambda_handler(event, context):\n    return {}\n"
+        )
     return path
 
 

@@ -7,7 +7,7 @@ one request at a time, which restores the guarantee (and, without threads fighti
 the GIL, is faster under load). Running it in its own process gives it its own GIL, so
 it does not compete with the KV emulator and the test for one core.
 
-Usage: ``python -m tests.hardening._serial_moto`` prints ``PORT <n>`` once listening.
+Usage: ``python -m tests.support.serial_moto`` prints ``PORT <n>`` once listening.
 """
 
 from __future__ import annotations

@@ -25,21 +25,6 @@ from typing import Any
 Write = tuple[str, str, str, int]  # key, synced_at, content_sha256, version
 
 
-class _Context:
-    """Just enough of LambdaContext: a countdown and a request id."""
-
-    function_name = "cloudflare-data-sync"
-    memory_limit_in_mb = 512
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:cloudflare-data-sync"
-
-    def __init__(self, timeout_ms: int = 30_000) -> None:
-        self.aws_request_id = str(uuid.uuid4())
-        self._ends = time.monotonic() + timeout_ms / 1000
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(int((self._ends - time.monotonic()) * 1000), 0)
-
-
 def _version(record: Any) -> int:
     value = record.attributes.get("value")
     try:
@@ -64,34 +49,23 @@ def run(
     writes: list[Write] = []
     samples: list[tuple[float, float, str, str]] = []  # start, latency, outcome, kind
     try:
-        import handler
-        import store
+        from kv_sync import store
+        from kv_sync.handler import lambda_handler
+        from local.lambda_context import LambdaContext
 
-        real_write_record = store.write_record
-        real_write_full = store.write_full
-        real_refresh = store.refresh
+        def recording(real: Any) -> Any:
+            """``real`` (``store.write(table, record, ...)``), noting each write that lands."""
 
-        def write_record(table: str, record: Any) -> Any:
-            outcome = real_write_record(table, record)
-            if not outcome.superseded:
-                writes.append(_landed(record))
-            return outcome
+            def call(table: str, record: Any, *args: Any, **kwargs: Any) -> bool:
+                landed: bool = real(table, record, *args, **kwargs)
+                if landed:
+                    writes.append(_landed(record))
+                return landed
 
-        def write_full(table: str, record: Any, *args: Any) -> bool:
-            landed: bool = real_write_full(table, record, *args)
-            if landed:
-                writes.append(_landed(record))
-            return landed
+            return call
 
-        def refresh(table: str, record: Any) -> bool:
-            landed: bool = real_refresh(table, record)
-            if landed:
-                writes.append(_landed(record))
-            return landed
-
-        store.write_record = write_record  # type: ignore[assignment]
-        store.write_full = write_full  # type: ignore[assignment]
-        store.refresh = refresh  # type: ignore[assignment]
+        store.write = recording(store.write)
+        store.refresh = recording(store.refresh)
 
         rng = random.Random(worker_id)
         barrier.wait(120)
@@ -100,7 +74,7 @@ def run(
             started = time.time()
             clock = time.perf_counter()
             try:
-                response = handler.lambda_handler(event, _Context())
+                response = lambda_handler(event, LambdaContext(timeout_ms=30_000))
                 outcome = _outcome(response)
             except BaseException as exc:  # the test's whole point: none may escape
                 unhandled.append("".join(traceback.format_exception(exc))[-2000:])
@@ -141,7 +115,7 @@ def _event(rng: random.Random, keys: list[str], number: int) -> tuple[str, dict[
 
 
 def _outcome(response: Any) -> str:
-    """``ok``, ``superseded``, ``partial`` or the error type."""
+    """``ok``, ``superseded``, ``partial:...`` or the error type."""
     document = response
     if isinstance(response, dict) and "statusCode" in response:
         document = json.loads(response["body"])
@@ -149,7 +123,10 @@ def _outcome(response: Any) -> str:
         return "MALFORMED"
     if document.get("success"):
         record = (document.get("data") or {}).get("record") or {}
-        return "superseded" if record.get("superseded") else "ok"
+        superseded = (document.get("statistics") or {}).get("records_superseded", 0)
+        if record.get("superseded") or superseded:
+            return "superseded"
+        return "ok"
     error = document.get("error")
     if isinstance(error, dict):
         return str(error.get("type"))

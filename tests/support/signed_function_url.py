@@ -1,7 +1,7 @@
 """A loopback Lambda Function URL that checks SigV4 signatures and runs a handler.
 
 It plays what AWS does in front of an ``AWS_IAM`` Function URL: the request is
-verified with the independent SigV4 verifier of ``test_invoke_url_signing``
+verified with the independent SigV4 verifier of ``tests.support.sigv4``
 (403 ``{"Message": "Forbidden"}`` when it fails), turned into a payload format
 2.0 event and given to ``invoke``, whose HTTP response is sent back.
 """
@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from tests.integration.test_invoke_url_signing import SignatureError, VerifierConfig, verify_sigv4
+from tests.support.sigv4 import SignatureError, VerifierConfig, verify_sigv4
 
 Invoke = Callable[[dict[str, Any]], dict[str, Any]]
 # Bodies Lambda passes as text; any other content type arrives base64-encoded.
