@@ -7,42 +7,63 @@ then runs three syncs of the whole namespace against moto server:
 2. a re-sync with nothing changed,
 3. a re-sync after 5 % of the values changed and 1 % of the keys were deleted.
 
-Each run sits beside a per-key loop in the same process that does what a naive
-implementation would: for every key one value read, one metadata read and one
-unconditional PutItem. Printed per run: keys/s, Cloudflare calls per key and
-DynamoDB write units per key (estimated as DynamoDB bills them: a write costs
-one unit per started KB of the larger of the old and new item, a failed
-conditional write costs the same, a delete costs the deleted item's size).
+The function is the ``kv_sync`` package, its handler called in this process
+(tracing off) with the one fake Lambda context. Each run sits beside a per-key
+loop in the same process that does what a naive implementation would: for every
+key one value read, one metadata read and one unconditional PutItem. Printed per
+run: keys/s, Cloudflare calls per key, DynamoDB read calls, DynamoDB write units
+per key (estimated as DynamoDB bills them: a write costs one unit per started KB
+of the item, a failed conditional write costs the same, a delete costs the
+deleted item's size) and write calls.
 
-Usage: ``python benchmarks/bulk_sync.py [--keys N]`` (``make bench`` runs it).
+Checked as it goes (exit 1 otherwise): every run completes, and the re-sync with
+nothing changed writes nothing to DynamoDB.
+
+Usage: ``python benchmarks/bulk_sync.py [--keys N]`` (``make bench`` runs it;
+``--quick`` syncs 300 keys).
 """
 
 from __future__ import annotations
 
-import argparse
+import contextlib
+import io
 import json
 import math
 import os
 import random
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "lambda_function"), str(ROOT)]
+
+from benchmarks._support import common  # noqa: E402
+
+if TYPE_CHECKING:
+    import argparse
 
 # Records carry ~350 bytes of attributes besides the value (names, hashes, times).
 RECORD_OVERHEAD_BYTES = 350
 TOKEN = "bench-token"
 
 
+QUICK_KEYS = 300
+WRITES = {"UpdateItem", "PutItem", "DeleteItem"}
+READS = {"BatchGetItem", "Query", "GetItem"}
+
+
 def _parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = common.parser(__doc__ or "")
     parser.add_argument("--keys", type=int, default=10_000, help="keys to seed (default 10000)")
     parser.add_argument("--seed", type=int, default=7, help="random seed")
-    return parser.parse_args()
+    args = common.parse(parser)
+    if args.quick:
+        args.keys = min(args.keys, QUICK_KEYS)
+    return args
 
 
 def _value(rng: random.Random, i: int) -> bytes:
@@ -56,28 +77,38 @@ def _value(rng: random.Random, i: int) -> bytes:
 
 
 class Meter:
-    """Counts Cloudflare requests (from the emulator) and DynamoDB write units."""
+    """Counts Cloudflare requests (from the emulator), DynamoDB reads and write units.
+
+    The function writes from a thread pool, so the counts take a lock.
+    """
 
     def __init__(self, emulator: Any, sizes: dict[str, int]) -> None:
         self.emulator = emulator
         self.sizes = sizes
         self.write_units = 0.0
         self.write_calls = 0
+        self.read_calls = 0
+        self._lock = threading.Lock()
 
     def hook(self, client: Any) -> None:
         client.meta.events.register("before-parameter-build.dynamodb.*", self._before)
 
     def _before(self, params: dict[str, Any], model: Any, **_: Any) -> None:
-        if model.name in {"UpdateItem", "PutItem", "DeleteItem"}:
-            key = params["Key"]["sk"]["S"] if "Key" in params else params["Item"]["sk"]["S"]
-            size = self.sizes.get(key[len("KEY#") :], 0) + RECORD_OVERHEAD_BYTES
-            self.write_units += math.ceil(size / 1024)
-            self.write_calls += 1
+        with self._lock:
+            if model.name in READS:
+                self.read_calls += 1
+            elif model.name in WRITES:
+                key = params["Key"]["sk"]["S"] if "Key" in params else params["Item"]["sk"]["S"]
+                size = self.sizes.get(key[len("KEY#") :], 0) + RECORD_OVERHEAD_BYTES
+                self.write_units += math.ceil(size / 1024)
+                self.write_calls += 1
 
     def reset(self) -> None:
         self.emulator.reset_stats()
-        self.write_units = 0.0
-        self.write_calls = 0
+        with self._lock:
+            self.write_units = 0.0
+            self.write_calls = 0
+            self.read_calls = 0
 
 
 def _per_key_loop(
@@ -171,20 +202,20 @@ def _run(args: argparse.Namespace, emulator: Any, endpoint: str, boto3: Any, aws
         emulator.put(namespace_id, key, value, metadata=metadata)
         sizes[key] = len(value)
 
-    import aws_clients
-    import handler
-    from local.runner import LocalContext
+    from kv_sync import handler, runtime
+    from local.lambda_context import LambdaContext
 
     meter = Meter(emulator, sizes)
-    meter.hook(aws_clients.dynamodb_client())
+    meter.hook(runtime.client("dynamodb"))
     meter.hook(dynamodb)
 
     def sync_run() -> tuple[float, dict[str, Any]]:
         meter.reset()
         started = time.perf_counter()
-        response = handler.lambda_handler(
-            {"all": True, "delete_missing": True}, LocalContext(timeout_s=900)
-        )
+        with contextlib.redirect_stdout(io.StringIO()):  # its EMF documents
+            response = handler.lambda_handler(
+                {"all": True, "delete_missing": True}, LambdaContext(timeout_ms=900_000)
+            )
         elapsed = time.perf_counter() - started
         if not response.get("data", {}).get("complete"):
             raise SystemExit(f"bulk sync did not complete: {json.dumps(response)[:500]}")
@@ -196,20 +227,31 @@ def _run(args: argparse.Namespace, emulator: Any, endpoint: str, boto3: Any, aws
         _per_key_loop(emulator, namespace_id, dynamodb, aws_setup.TABLE_NAME, present)
         return time.perf_counter() - started
 
-    rows: list[tuple[str, str, float, float, float, int]] = []
+    rows: list[list[object]] = []
 
     def record(run: str, how: str, elapsed: float, n: int) -> None:
         calls = len(emulator.requests)
-        rows.append((run, how, n / elapsed, calls / n, meter.write_units / n, meter.write_calls))
+        rows.append(
+            [
+                run,
+                how,
+                f"{n / elapsed:.0f}",
+                f"{calls / n:.3f}",
+                meter.read_calls,
+                f"{meter.write_units / n:.3f}",
+                meter.write_calls,
+            ]
+        )
 
     n = len(keys)
     elapsed, _ = sync_run()
-    record("1 first sync", "kv-sync", elapsed, n)
-    record("1 first sync", "per-key loop", loop_run(keys), n)
+    record("first sync", "kv-sync", elapsed, n)
+    record("first sync", "per-key loop", loop_run(keys), n)
 
-    elapsed, _ = sync_run()
-    record("2 unchanged", "kv-sync", elapsed, n)
-    record("2 unchanged", "per-key loop", loop_run(keys), n)
+    elapsed, unchanged = sync_run()
+    unchanged_writes = meter.write_calls
+    record("nothing changed", "kv-sync", elapsed, n)
+    record("nothing changed", "per-key loop", loop_run(keys), n)
 
     changed = rng.sample(keys, max(1, n * 5 // 100))
     for key in changed:
@@ -220,22 +262,32 @@ def _run(args: argparse.Namespace, emulator: Any, endpoint: str, boto3: Any, aws
     for key in deleted:
         emulator.delete(namespace_id, key)
     elapsed, stats = sync_run()
-    record("3 5% changed, 1% deleted", "kv-sync", elapsed, n)
+    record("5 % changed, 1 % deleted", "kv-sync", elapsed, n)
     present = [k for k in keys if k not in deleted]
-    record("3 5% changed, 1% deleted", "per-key loop", loop_run(present), n)
+    record("5 % changed, 1 % deleted", "per-key loop", loop_run(present), n)
 
-    print(f"bulk sync benchmark: {n} keys, python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
+    print(f"Bulk sync: {n} keys, the whole namespace, three runs against moto server")
+    common.print_machine()
+    common.print_table(
+        f"Bulk sync ({n} keys)",
+        ["run", "how", "keys/s", "Cloudflare calls/key", "DDB reads", "write units/key", "writes"],
+        rows,
+    )
+    print(
+        f"\nnothing changed, kv-sync: {unchanged['records_unchanged']} unchanged, "
+        f"{unchanged['dynamodb_writes']} DynamoDB writes reported, {unchanged_writes} made"
+    )
     print(
         f"last kv-sync run: written {stats['records_written']}, "
-        f"unchanged {stats['records_unchanged']}, deleted {stats['records_deleted']}"
+        f"unchanged {stats['records_unchanged']}, deleted {stats['records_deleted']}, "
+        f"{stats['dynamodb_writes']} DynamoDB writes, {stats['dynamodb_batches']} DynamoDB reads"
     )
-    header = (
-        f"{'run':<26} {'how':<13} {'keys/s':>9} {'CF calls/key':>13} {'WCU/key':>8} {'writes':>7}"
-    )
-    print(header)
-    print("-" * len(header))
-    for run, how, rate, calls, units, writes in rows:
-        print(f"{run:<26} {how:<13} {rate:>9.0f} {calls:>13.3f} {units:>8.3f} {writes:>7}")
+    if unchanged_writes or unchanged["dynamodb_writes"]:
+        print(
+            f"error: the unchanged re-sync wrote to DynamoDB ({unchanged_writes} calls)",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -1,10 +1,13 @@
 """Memory: peak RSS of a warm container after 1,000 invocations, and its growth.
 
 The same warm container as ``warm_path.py`` (the unpacked zip, Lambda-like
-environment, X-Ray on). RSS is read from ``/proc/self/status`` after the 100th
-and after the 1,000th invocation, with the number of live Python objects (after
-a ``gc.collect()``) as a finer leak detector. The floor is the warm floor
-process of ``warm_path.py`` doing the bare I/O as many times.
+environment, X-Ray on through the real SDK; each invocation a re-sync of an
+unchanged key: one bulk get, one BatchGetItem, no write). RSS is read from
+``/proc/self/status`` after the 100th and after the 1,000th invocation, with the
+number of live Python objects (after a ``gc.collect()``) as a finer leak
+detector. The floor is the warm floor process of ``warm_path.py`` doing the
+bare I/O (the bulk-get POST and a BatchGetItem) as many times. ``--env NAME=VALUE`` sets a
+variable for the function (e.g. ``POWERTOOLS_TRACE_DISABLED=true``).
 
 Targets: no growth after the first 100 invocations (RSS within 256 KiB, live
 objects within 1 %); peak RSS is reported with its ratio to the floor's.
@@ -32,11 +35,16 @@ def main() -> int:
     parser = common.parser(__doc__ or "")
     parser.add_argument("--invocations", type=int, default=1000, help="invocations (1000)")
     parser.add_argument("--baseline", type=int, default=100, help="RSS baseline after (100)")
+    common.add_env_option(parser)
     args = common.parse(parser)
+    overrides = common.env_overrides(args)
     total, baseline = (20, 10) if args.quick else (args.invocations, args.baseline)
-    print("Memory: one warm container, scheduled re-sync of an unchanged key (X-Ray on)")
+    tracing = "off" if common.tracing_disabled(overrides) else "on"
+    print(f"Memory: one warm container, scheduled re-sync of an unchanged key (X-Ray {tracing})")
     common.print_machine()
     print(f"RSS after invocation {baseline} and {total}")
+    if overrides:
+        print(f"function environment overrides: {overrides}")
 
     with tempfile.TemporaryDirectory(prefix="kv-sync-memory-") as work_dir:
         work = Path(work_dir)
@@ -50,17 +58,10 @@ def main() -> int:
                 ),
             }
             try:
-                figures = {
-                    "handler": measure("warm-handler", env, task, log, baseline, total),
-                    "floor": measure(
-                        "warm-floor",
-                        {**env, **stack.copy_record_for_floor()},
-                        task,
-                        log,
-                        baseline,
-                        total,
-                    ),
-                }
+                handler = measure("warm-handler", {**env, **overrides}, task, log, baseline, total)
+                stack.copy_record_for_floor()
+                floor = measure("warm-floor", env, task, log, baseline, total)
+                figures = {"handler": handler, "floor": floor}
             except RuntimeError:
                 print(log.read_text()[-4000:], file=sys.stderr)
                 raise

@@ -5,9 +5,10 @@ AWS SDK left out; Terraform's ``lambda_architecture``/``lambda_runtime``
 defaults) and, for comparison, with ``--include-sdk``.
 
 The floor is the smallest zip a function doing the same I/O could ship: its own
-code plus ``requests`` and its dependencies (urllib3, idna, charset_normalizer,
-certifi), boto3 coming from the runtime; it is measured from the same zip's
-entries.
+code (the ``kv_sync`` package) plus ``requests`` and its dependencies (urllib3,
+idna, charset_normalizer, certifi), boto3 coming from the runtime; it is
+measured from the same zip's entries. Also printed: what tracing ships
+(``aws_xray_sdk`` and ``wrapt``, which Powertools' Tracer needs).
 
 Target: zip <= 5 MB without the SDK.
 """
@@ -29,6 +30,8 @@ from benchmarks._support import common, package  # noqa: E402
 TARGET_BYTES = 5 * 1000 * 1000
 ARCH, PYTHON = "arm64", "3.12"
 FLOOR_PACKAGES = {"requests", "urllib3", "idna", "charset_normalizer", "certifi"}
+TRACING_PACKAGES = ("aws_xray_sdk", "wrapt")
+FUNCTION = "kv_sync (function code)"
 MB = 1000 * 1000
 
 
@@ -43,7 +46,7 @@ def main() -> int:
     packages = by_package(deployed)
     zipped = deployed.stat().st_size
     unpacked = sum(size for size, _ in packages.values())
-    own = packages.get("(function code)", (0, 0))
+    own = packages.get(FUNCTION, (0, 0))
     floor_zip = sum(c for name, (_, c) in packages.items() if name in FLOOR_PACKAGES) + own[1]
     floor_unpacked = sum(s for name, (s, _) in packages.items() if name in FLOOR_PACKAGES) + own[0]
 
@@ -90,6 +93,12 @@ def main() -> int:
         count = len(archive.infolist())
         pyc = sum(1 for info in archive.infolist() if info.filename.endswith(".pyc"))
     print(f"\n{count} files, {pyc} of them .pyc")
+    tracing = [packages.get(name, (0, 0)) for name in TRACING_PACKAGES]
+    print(
+        f"tracing ({' + '.join(TRACING_PACKAGES)}): {sum(c for _, c in tracing) / MB:.2f} MB "
+        f"of the zip ({sum(s for s, _ in tracing) / MB:.2f} MB unpacked); the function's own "
+        f"code: {own[1] / MB:.2f} MB ({own[0] / MB:.2f} MB unpacked)"
+    )
     return common.report_targets(
         [common.Target("zip size without the SDK", zipped / MB, TARGET_BYTES / MB, " MB")],
         strict=args.strict,
@@ -103,11 +112,15 @@ def by_package(zip_path: Path) -> dict[str, tuple[int, int]]:
         infos = archive.infolist()
         owners = _dist_info_owners(archive)
         for info in infos:
-            top = info.filename.split("/", 1)[0]
+            top, _, rest = info.filename.partition("/")
             if top.endswith(".dist-info"):
                 name = owners.get(top, top)
-            elif "/" not in info.filename and top.endswith(".py"):
-                name = "(function code)" if (ROOT / "lambda_function" / top).exists() else top[:-3]
+            elif top == "kv_sync":
+                name = FUNCTION
+            elif top == "__pycache__":  # byte-code of a top-level module
+                name = rest.split(".", 1)[0]
+            elif not rest and top.endswith(".py"):
+                name = top[:-3]
             else:
                 name = top
             sizes[name][0] += info.file_size

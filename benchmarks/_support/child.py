@@ -1,15 +1,20 @@
 """Runs inside a fresh interpreter that plays a Lambda execution environment.
 
 Only the standard library is imported here before the code under test, so the
-child pays exactly what the function (or the floor) pays. Modes:
+child pays exactly what the function (or the floor) pays. The path holds the
+unpacked zip and the SDK (``PYTHONPATH``), then the standard library, and last
+the repository root, for the one fake Lambda context (``local.lambda_context``,
+standard library only), which therefore shadows nothing. Modes:
 
-``cold-handler``  import ``handler`` and serve one scheduled invocation.
+``cold-handler``  import ``kv_sync.handler`` and serve one scheduled invocation.
 ``cold-floor``    import boto3 and requests, create the DynamoDB and Secrets
                   Manager clients, then do the same I/O raw: one GetSecretValue,
-                  one GET to the KV emulator, one UpdateItem.
+                  the same bulk-get POST to the KV emulator, one consistent
+                  BatchGetItem of a copy of the function's record.
 ``warm-handler`` / ``warm-floor``
                   the same, then serve ``{"n": N}`` commands read from stdin,
-                  each answered with N more invocations' latencies.
+                  each answered with N more invocations' latencies (the warm
+                  floor: the bulk get and the read only, its secret read once).
 
 Results go as JSON lines to the file descriptor in ``BENCH_RESULT_FD``; stdout
 is the function's log stream, as in Lambda.
@@ -24,8 +29,14 @@ T_MAIN = time.monotonic()
 import json  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
-import uuid  # noqa: E402
 from typing import Any  # noqa: E402
+
+# benchmarks/_support/child.py -> the repository root, appended last (os.path: no
+# pathlib import before the code under test).
+_here = os.path.abspath(__file__)  # noqa: PTH100
+sys.path.append(os.path.dirname(os.path.dirname(os.path.dirname(_here))))  # noqa: PTH120
+
+from local.lambda_context import LambdaContext  # noqa: E402
 
 SCHEDULED_EVENT = {
     "version": "0",
@@ -39,27 +50,10 @@ SCHEDULED_EVENT = {
     "detail": {},
 }
 
-
 # The floor's own item: a copy of the function's record (see stack.py).
 FLOOR_PK, FLOOR_SK = "FLOOR", "KEY#floor"
-
-
-class LambdaContext:
-    """What the Lambda runtime passes as ``context``."""
-
-    function_name = "cloudflare-data-sync"
-    function_version = "$LATEST"
-    memory_limit_in_mb = 512
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:cloudflare-data-sync"
-    log_group_name = "/aws/lambda/cloudflare-data-sync"
-    log_stream_name = "2025/01/01/[$LATEST]bench"
-
-    def __init__(self, timeout_ms: int = 300_000) -> None:
-        self.aws_request_id = str(uuid.uuid4())
-        self._ends = time.monotonic() + timeout_ms / 1000
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(int((self._ends - time.monotonic()) * 1000), 0)
+# What the function reads of a stored record (kv_sync.store), read the same way.
+STATE_PROJECTION = "sk, content_sha256, synced_at, created_at, #ttl"
 
 
 def _trace_header() -> str:
@@ -81,7 +75,7 @@ class Handler:
     """The real function, as the Lambda runtime drives it."""
 
     def __init__(self) -> None:
-        import handler
+        from kv_sync import handler
 
         self._handler = handler.lambda_handler
 
@@ -116,9 +110,10 @@ class Floor:
         self.table = os.environ["DYNAMODB_TABLE_NAME"]
         self.url = (
             f"{os.environ['CLOUDFLARE_API_BASE_URL']}/accounts/{os.environ['BENCH_KV_ACCOUNT_ID']}"
-            f"/storage/kv/namespaces/{os.environ['BENCH_KV_NAMESPACE_ID']}"
-            f"/values/{os.environ['DEFAULT_KEY_NAME']}"
+            f"/storage/kv/namespaces/{os.environ['BENCH_KV_NAMESPACE_ID']}/bulk/get"
         )
+        # The request the function makes: the value, its metadata and expiration.
+        self.body = {"keys": [os.environ["DEFAULT_KEY_NAME"]], "type": "text", "withMetadata": True}
         self.headers: dict[str, str] = {}
 
     def read_secret(self) -> None:
@@ -130,57 +125,57 @@ class Floor:
     def invoke(self) -> dict[str, Any]:
         if not self.headers:
             self.read_secret()
-        response = self.session.get(self.url, headers=self.headers, timeout=(3, 27))
-        response.raise_for_status()
-        # The same conditional refresh the function makes for an unchanged value, on
-        # a copy of its record: what the server does for it is part of the bare I/O.
-        now = time.time()
-        self.dynamodb.update_item(
-            TableName=self.table,
-            Key={"pk": {"S": FLOOR_PK}, "sk": {"S": FLOOR_SK}},
-            UpdateExpression="SET #synced_at = :synced_at, #ttl = :ttl",
-            ConditionExpression="#content = :content AND #synced_at < :synced_at",
-            ExpressionAttributeNames={
-                "#synced_at": "synced_at",
-                "#ttl": "ttl",
-                "#content": "content_sha256",
-            },
-            ExpressionAttributeValues={
-                ":synced_at": {
-                    "S": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
-                    + f".{int(now * 1e6) % 1_000_000:06d}Z"
-                },
-                ":ttl": {"N": str(int(now) + 30 * 86_400)},
-                ":content": {"S": os.environ["BENCH_FLOOR_CONTENT_SHA256"]},
-            },
+        response = self.session.post(
+            self.url, headers=self.headers, json=self.body, timeout=(3, 27)
         )
-        return {"success": True}
+        response.raise_for_status()
+        # The same consistent read the function makes of its stored record, on a
+        # copy of it: what the server does for it is part of the bare I/O.
+        found = self.dynamodb.batch_get_item(
+            RequestItems={
+                self.table: {
+                    "Keys": [{"pk": {"S": FLOOR_PK}, "sk": {"S": FLOOR_SK}}],
+                    "ConsistentRead": True,
+                    "ProjectionExpression": STATE_PROJECTION,
+                    "ExpressionAttributeNames": {"#ttl": "ttl"},
+                }
+            }
+        )
+        return {"success": len(found["Responses"][self.table]) == 1}
 
     @staticmethod
     def check(response: dict[str, Any]) -> dict[str, Any]:
         return {"ok": response.get("success") is True}
 
 
-def _count_clients() -> list[int]:
-    """Count every botocore client created from now on (boto3's included)."""
-    import botocore.session
+class AwsCalls:
+    """Counts every botocore client created from now on, and each call they make."""
 
-    created = [0]
-    original = botocore.session.Session.create_client
+    def __init__(self) -> None:
+        import botocore.session
 
-    def create_client(self: Any, *args: Any, **kwargs: Any) -> Any:
-        created[0] += 1
-        return original(self, *args, **kwargs)
+        self.clients = 0
+        self.operations: dict[str, int] = {}
+        original = botocore.session.Session.create_client
+        calls = self
 
-    botocore.session.Session.create_client = create_client
-    return created
+        def create_client(session: Any, *args: Any, **kwargs: Any) -> Any:
+            calls.clients += 1
+            client = original(session, *args, **kwargs)
+            client.meta.events.register("before-call", calls.count)
+            return client
+
+        botocore.session.Session.create_client = create_client
+
+    def count(self, model: Any, **_: Any) -> None:
+        self.operations[model.name] = self.operations.get(model.name, 0) + 1
 
 
 def main() -> int:
     mode = sys.argv[1]
     out = os.fdopen(int(os.environ["BENCH_RESULT_FD"]), "w", buffering=1)
     kind, _, what = mode.partition("-")
-    clients = _count_clients() if kind == "warm" else [0]
+    aws = AwsCalls() if kind == "warm" else None
 
     profile_path = os.environ.get("BENCH_PROFILE")  # cProfile init + first invocation
     if profile_path:
@@ -203,11 +198,11 @@ def main() -> int:
         "cpu_init": cpu_init,
         "cpu_response": cpu_first,
         **target.check(first),
-        "clients": clients[0],
+        "clients": aws.clients if aws else 0,
         **_memory(),
     }
     out.write(json.dumps(result) + "\n")
-    if kind == "cold":
+    if kind == "cold" or aws is None:
         return 0
 
     clock = time.perf_counter
@@ -216,8 +211,9 @@ def main() -> int:
         profiler.enable()
     for line in sys.stdin:
         command = json.loads(line)
-        before = clients[0]
+        clients_before, operations_before = aws.clients, dict(aws.operations)
         latencies = []
+        headers = []
         failures = 0
         totals = {"api_calls": 0, "writes": 0, "changed": 0}
         cpu_started = time.process_time()
@@ -225,16 +221,24 @@ def main() -> int:
             started = clock()
             response = target.invoke()
             latencies.append((clock() - started) * 1000)
+            headers.append(os.environ.get("_X_AMZN_TRACE_ID", ""))
             summary = target.check(response)
             if not summary["ok"]:
                 failures += 1
             for name in totals:
                 totals[name] += int(summary.get(name, 0))
+        operations = {
+            name: count - operations_before.get(name, 0)
+            for name, count in aws.operations.items()
+            if count > operations_before.get(name, 0)
+        }
         reply = {
             "cpu_ms": (time.process_time() - cpu_started) * 1000,
             "latencies_ms": latencies,
+            "trace_headers": headers,
             "failures": failures,
-            "new_clients": clients[0] - before,
+            "new_clients": aws.clients - clients_before,
+            "aws_operations": operations,
             **totals,
             **_memory(),
         }

@@ -39,6 +39,33 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) ->
     return args
 
 
+def add_env_option(parser: argparse.ArgumentParser) -> None:
+    """``--env NAME=VALUE`` (repeatable): a variable set for the function's interpreters."""
+    parser.add_argument(
+        "--env",
+        metavar="NAME=VALUE",
+        action="append",
+        default=[],
+        help="set a variable for the function (e.g. POWERTOOLS_TRACE_DISABLED=true)",
+    )
+
+
+def env_overrides(args: argparse.Namespace) -> dict[str, str]:
+    """The ``--env`` variables as a dict."""
+    overrides = {}
+    for item in args.env:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"--env wants NAME=VALUE, got {item!r}")
+        overrides[name] = value
+    return overrides
+
+
+def tracing_disabled(env: dict[str, str]) -> bool:
+    """Whether Powertools would leave tracing off in an interpreter with ``env``."""
+    return env.get("POWERTOOLS_TRACE_DISABLED", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 

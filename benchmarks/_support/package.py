@@ -7,7 +7,9 @@ provides in ``/var/runtime`` already byte-compiled, comes from this
 interpreter's own installation (byte-compiled too). Children run with ``-S``
 (no site-packages of ours leak in), ``PYTHONPATH=task:runtime`` and
 ``PYTHONDONTWRITEBYTECODE=1``: ``/var/task`` is read-only in Lambda, so
-whatever the zip lacks in ``.pyc`` is compiled again on every cold start.
+whatever the zip lacks in ``.pyc`` is compiled again on every cold start. The
+function is the ``kv_sync`` package in the zip; Lambda runs
+``kv_sync.handler.lambda_handler``.
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ import platform
 import shutil
 import subprocess
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 
 from benchmarks._support.common import ROOT
 
 CACHE = ROOT / "build" / "bench"
+SOURCES = ROOT / "lambda_function"
+HANDLER = "kv_sync.handler.lambda_handler"
 # What the Lambda Python runtime ships besides the standard library.
 SDK_MODULES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six")
 CHILD = Path(__file__).with_name("child.py")
@@ -42,11 +45,11 @@ def host_python() -> str:
 
 def _inputs_digest(*extra: str) -> str:
     digest = hashlib.sha256()
-    paths = sorted((ROOT / "lambda_function").glob("*.py"))
+    paths = sorted(SOURCES.rglob("*.py"))
     paths += [ROOT / "requirements.txt", ROOT / "build_lambda.sh"]
     for path in paths:
         if path.exists():
-            digest.update(path.name.encode())
+            digest.update(path.relative_to(ROOT).as_posix().encode())
             digest.update(path.read_bytes())
     for item in extra:
         digest.update(item.encode())
@@ -67,23 +70,19 @@ def build_zip(
     output.parent.mkdir(parents=True, exist_ok=True)
     # Built beside, then renamed: two benchmarks building at once never see half a zip.
     partial = output.with_name(f"building-{os.getpid()}.zip")
-    script = ROOT / "build_lambda.sh"
-    if script.exists():
-        command = ["bash", str(script), "--arch", arch, "--python-version", python]
-        command += ["--output", str(partial)] + (["--include-sdk"] if include_sdk else [])
-        built = subprocess.run(
-            command,
-            check=False,
-            cwd=ROOT,
-            env={**os.environ, "PYTHON": sys.executable},
-            capture_output=True,
-            text=True,
-        )
-        if built.returncode != 0:
-            sys.stderr.write(built.stdout + built.stderr)
-            raise RuntimeError(f"build_lambda.sh failed ({built.returncode})")
-    else:  # before build_lambda.sh existed: the same content, built the plain way
-        _fallback_build(partial, include_sdk=include_sdk)
+    command = ["bash", str(ROOT / "build_lambda.sh"), "--arch", arch, "--python-version", python]
+    command += ["--output", str(partial)] + (["--include-sdk"] if include_sdk else [])
+    built = subprocess.run(
+        command,
+        check=False,
+        cwd=ROOT,
+        env={**os.environ, "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+    )
+    if built.returncode != 0:
+        sys.stderr.write(built.stdout + built.stderr)
+        raise RuntimeError(f"build_lambda.sh failed ({built.returncode})")
     partial.replace(output)
     _prune(keep=output.parent)
     return output
@@ -98,29 +97,6 @@ def _prune(keep: Path, builds: int = 6) -> None:
     )
     for old in entries[builds - 1 :]:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def _fallback_build(output: Path, *, include_sdk: bool) -> None:
-    with tempfile.TemporaryDirectory() as work:
-        package = Path(work) / "package"
-        requirements = Path(work) / "requirements.txt"
-        lines = (ROOT / "requirements.txt").read_text().splitlines()
-        requirements.write_text(
-            "\n".join(line for line in lines if include_sdk or not line.startswith("boto3"))
-        )
-        subprocess.run(
-            [
-                *(sys.executable, "-m", "pip", "install", "--quiet", "--no-compile"),
-                *("--target", str(package), "-r", str(requirements)),
-            ],
-            check=True,
-        )
-        for source in (ROOT / "lambda_function").glob("*.py"):
-            shutil.copy2(source, package / source.name)
-        with zipfile.ZipFile(output, "w", zipfile.ZIP_DEFLATED) as archive:
-            for path in sorted(package.rglob("*")):
-                if path.is_file() and "__pycache__" not in path.parts:
-                    archive.write(path, path.relative_to(package).as_posix())
 
 
 def unpack(zip_path: Path, target: Path) -> Path:
@@ -179,7 +155,7 @@ def lambda_env(
         "PYTHONDONTWRITEBYTECODE": "1",
         "LAMBDA_TASK_ROOT": str(task),
         "LAMBDA_RUNTIME_DIR": str(runtime),
-        "_HANDLER": "handler.lambda_handler",
+        "_HANDLER": HANDLER,
         "AWS_EXECUTION_ENV": f"AWS_Lambda_python{host_python()}",
         "AWS_LAMBDA_FUNCTION_NAME": "cloudflare-data-sync",
         "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",

@@ -71,12 +71,11 @@ class Stack:
     def connections(self) -> int:
         return self.emulator.connections_opened
 
-    def copy_record_for_floor(self) -> dict[str, str]:
+    def copy_record_for_floor(self) -> None:
         """Copy the function's record of the key to the floor's own item.
 
-        The floor then makes the same conditional refresh on an item of the same
-        size, so the server does the same work for both. Returns the variables
-        the floor needs (the record's content hash).
+        The floor then makes the same consistent read of an item of the same
+        size, so the server does the same work for both.
         """
         dynamodb = _client("dynamodb", self.moto_url)
         item = dynamodb.get_item(
@@ -89,7 +88,6 @@ class Stack:
         dynamodb.put_item(
             TableName=self.table, Item={**item, "pk": {"S": FLOOR_PK}, "sk": {"S": FLOOR_SK}}
         )
-        return {"BENCH_FLOOR_CONTENT_SHA256": item["content_sha256"]["S"]}
 
 
 def _client(service: str, url: str) -> Any:
