@@ -284,7 +284,8 @@ def _report(response: requests.Response) -> None:
     print(json.dumps(document, indent=2, ensure_ascii=False))
     fields = document if isinstance(document, dict) else {}
     if not 200 <= status < 300:
-        detail = str(fields.get("message") or fields.get("error") or "")
+        # Our documents say "message"; Lambda's own refusals (a 403) say "Message".
+        detail = str(fields.get("message") or fields.get("Message") or fields.get("error") or "")
         raise CliError(f"HTTP {status}" + (f": {_one_line(detail)}" if detail else ""))
     if fields.get("success") is not True:
         detail = str(fields.get("error") or "")

@@ -27,13 +27,14 @@ locals {
   log_group_name = "/aws/lambda/${var.lambda_function_name}"
 
   # The DynamoDB operations the function's code calls (lambda_function/kv_sync/store.py):
-  #   UpdateItem    new and changed records, and ttl extensions of unchanged ones
+  #   PutItem       new and changed records, conditional on the stored version being older
+  #   UpdateItem    ttl extensions of unchanged records
   #   DeleteItem    conditional deletes of records whose key is gone (delete_missing)
   #   BatchGetItem  stored versions of up to 100 named keys (key_name, key_names)
   #   Query         stored versions of a listed key range (prefix, all)
   # The IAM policy grants exactly these (tests/terraform keeps them in step with the
   # calls a real sync makes) and the DynamoDB alarms watch the same operations.
-  dynamodb_operations = ["UpdateItem", "DeleteItem", "BatchGetItem", "Query"]
+  dynamodb_operations = ["PutItem", "UpdateItem", "DeleteItem", "BatchGetItem", "Query"]
 
   # Customer-managed key for the SNS topic: the caller's, or a dedicated one. The
   # AWS managed key alias/aws/sns cannot be used here, because its key policy does

@@ -175,8 +175,7 @@ class _Run:
     def _read(
         self, read: Callable[[], tuple[dict[str, StoredState], int]]
     ) -> dict[str, StoredState]:
-        with tracing.subsegment("dynamodb.read", namespace_id=self.namespace.namespace_id):
-            stored, calls = read()
+        stored, calls = read()  # traced by the SDK as the dynamodb call itself
         self.stats.dynamodb_reads += calls
         return stored
 
@@ -227,7 +226,7 @@ class _Run:
                     sk = records.sort_key(job.key)
                     landed = store.delete_if_older(self.settings.table_name, self.pk, sk, looked_at)
                 elif job.action is Action.WRITTEN:
-                    landed = store.write(self.settings.table_name, record)
+                    landed = store.write(self.settings.table_name, record, job.seen)
                 else:
                     landed = store.refresh(self.settings.table_name, record)
             except SyncError as exc:

@@ -111,6 +111,7 @@ class StoredState:
     content_sha256: str | None
     synced_at: str | None
     ttl: int | None
+    created_at: str | None = None
 
 
 class Action(StrEnum):

@@ -32,6 +32,7 @@ class Job:
     action: Action  # WRITTEN (new or changed), UNCHANGED (ttl extended) or DELETED
     key: str
     record: Record | None = None
+    seen: StoredState | None = None  # the version read before, if any
 
 
 @dataclass(frozen=True)
@@ -74,9 +75,9 @@ class Planner:
         if state is None or state.content_sha256 != record.content_sha256:
             if state is not None and (state.synced_at or "") >= record.synced_at:
                 return KeyOutcome(key, Action.SUPERSEDED, record.value_type, record.size_bytes)
-            return Job(Action.WRITTEN, key, record)
+            return Job(Action.WRITTEN, key, record, state)
         if self._ttl_due(record, state, now):
-            return Job(Action.UNCHANGED, key, record)
+            return Job(Action.UNCHANGED, key, record, state)
         return KeyOutcome(key, Action.UNCHANGED, record.value_type, record.size_bytes)
 
     def _gone(self, key: str, state: StoredState | None) -> KeyOutcome | Job:

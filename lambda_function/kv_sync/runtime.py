@@ -83,6 +83,11 @@ def activate(deadline: Deadline) -> None:
     _current = deadline
 
 
+def budget() -> float:
+    """Seconds the active deadline leaves for outbound calls (infinite without one)."""
+    return _current.budget() if _current is not None else float("inf")
+
+
 def run_within_deadline(call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     """Run an AWS SDK call, giving up in time to answer before the deadline.
 

@@ -43,8 +43,7 @@ class CloudflareSource:
         self._settings, self._deadline, self._calls = settings, deadline, calls
         self._lock = threading.Lock()
         self._reread = False
-        with tracing.subsegment("secrets.read"):
-            self._creds = credentials.load_credentials(settings)
+        self._creds = credentials.load_credentials(settings)
         self._client = self._new_client()
         self.namespace_id = self._creds.namespace_id
         self.namespace_name = self._creds.namespace_name
@@ -89,8 +88,7 @@ class CloudflareSource:
                     raise
                 self._reread = True
                 logger.warning("Cloudflare rejected the token; re-reading the secret once")
-                with tracing.subsegment("secrets.read"):
-                    self._creds = credentials.load_credentials(self._settings, force_fetch=True)
+                self._creds = credentials.load_credentials(self._settings, force_fetch=True)
                 self._client = self._new_client()
             return operation(self._client)
 

@@ -12,19 +12,21 @@ from typing import Any
 
 from boto3.dynamodb.types import TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
-from tenacity import Retrying, retry_if_result, stop_after_attempt, wait_exponential_jitter
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_result,
+    wait_exponential_jitter,
+)
 
 from kv_sync import runtime
 from kv_sync.errors import ConfigurationError, StorageError, ValueTooLargeError
 from kv_sync.model import Record, StoredState
 
-# Attributes a record may have or not; a rewrite removes those it does not set,
-# so that, say, metadata deleted in KV does not linger in DynamoDB.
-OPTIONAL_ATTRIBUTES = ("metadata", "expiration", "ttl", "value_encoding")
 BATCH_GET_MAX = 100
 _THROTTLING = {"ProvisionedThroughputExceededException", "ThrottlingException"}
 _RETRYABLE = _THROTTLING | {"RequestLimitExceeded", "InternalServerError", "ServiceUnavailable"}
-_VERSION = {"ProjectionExpression": "sk, content_sha256, synced_at, #ttl"}
+_VERSION = {"ProjectionExpression": "sk, content_sha256, synced_at, created_at, #ttl"}
 _serialize = TypeSerializer().serialize
 
 
@@ -51,7 +53,7 @@ def read_states(table: str, pk: str, sort_keys: list[str]) -> tuple[dict[str, St
 
     if sort_keys:
         Retrying(
-            stop=stop_after_attempt(5),
+            stop=_stop_asking,
             wait=wait_exponential_jitter(multiplier=0.05, max=2.0),
             retry=retry_if_result(bool),  # keys left unprocessed
             retry_error_callback=_unprocessed,
@@ -80,41 +82,49 @@ def query_states(table: str, pk: str, low: str, high: str) -> tuple[dict[str, St
         query["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
 
-def write(table: str, record: Record) -> bool:
+def write(table: str, record: Record, seen: StoredState | None) -> bool:
     """Store a new or changed record; ``False`` when one from a newer read is stored.
 
-    One ``UpdateItem`` sets every attribute, keeps ``created_at`` and removes
-    the optional attributes the record no longer has.
+    One ``PutItem`` that replaces the item unless its version is newer. ``created_at``
+    is carried over from ``seen``, the version read before (``None``: no record).
     """
-    fields = {**record.attributes, "content_sha256": record.content_sha256}
-    fields["updated_at"] = fields.pop("synced_at")
-    names = {f"#a{i}": name for i, name in enumerate(sorted(fields))}
-    values = {f":a{i}": fields[name] for i, name in enumerate(sorted(fields))}
-    sets = [f"#a{i} = :a{i}" for i in range(len(fields))]
-    sets += ["#synced_at = :synced_at", "#created_at = if_not_exists(#created_at, :synced_at)"]
-    names |= {"#synced_at": "synced_at", "#created_at": "created_at"}
-    absent = [name for name in OPTIONAL_ATTRIBUTES if name not in fields]
-    names |= {f"#r{i}": name for i, name in enumerate(absent)}
-    removes = " REMOVE " + ", ".join(f"#r{i}" for i in range(len(absent))) if absent else ""
-    return _update(
-        table,
-        record,
-        "SET " + ", ".join(sets) + removes,
-        "attribute_not_exists(pk) OR #synced_at < :synced_at",
-        names=names,
-        values=values,
+    item = {
+        "pk": record.pk,
+        "sk": record.sk,
+        **record.attributes,
+        "content_sha256": record.content_sha256,
+        "created_at": (seen.created_at if seen else None) or record.synced_at,
+        "updated_at": record.synced_at,
+    }
+    return _conditional(
+        "put_item",
+        TableName=table,
+        Item={name: _serialize(value) for name, value in item.items()},
+        ConditionExpression="attribute_not_exists(pk) OR #synced_at < :synced_at",
+        ExpressionAttributeNames={"#synced_at": "synced_at"},
+        ExpressionAttributeValues={":synced_at": {"S": record.synced_at}},
     )
 
 
 def refresh(table: str, record: Record) -> bool:
     """Extend the ``ttl`` of an unchanged record, stamping ``synced_at`` (``False``: lost)."""
-    names = {"#synced_at": "synced_at", "#content": "content_sha256", "#ttl": "ttl"}
-    values: dict[str, Any] = {":content": record.content_sha256}
+    values: dict[str, Any] = {":content": record.content_sha256, ":synced_at": record.synced_at}
     expression = "SET #synced_at = :synced_at REMOVE #ttl"
     if record.ttl is not None:
         expression, values[":ttl"] = "SET #synced_at = :synced_at, #ttl = :ttl", record.ttl
-    condition = "#content = :content AND #synced_at < :synced_at"
-    return _update(table, record, expression, condition, names=names, values=values)
+    return _conditional(
+        "update_item",
+        TableName=table,
+        Key={"pk": {"S": record.pk}, "sk": {"S": record.sk}},
+        UpdateExpression=expression,
+        ConditionExpression="#content = :content AND #synced_at < :synced_at",
+        ExpressionAttributeNames={
+            "#synced_at": "synced_at",
+            "#content": "content_sha256",
+            "#ttl": "ttl",
+        },
+        ExpressionAttributeValues={name: _serialize(value) for name, value in values.items()},
+    )
 
 
 def delete_if_older(table: str, pk: str, sk: str, seen_missing_at: str) -> bool:
@@ -126,28 +136,6 @@ def delete_if_older(table: str, pk: str, sk: str, seen_missing_at: str) -> bool:
         ConditionExpression="attribute_exists(pk) AND #synced_at < :seen",
         ExpressionAttributeNames={"#synced_at": "synced_at"},
         ExpressionAttributeValues={":seen": {"S": seen_missing_at}},
-    )
-
-
-def _update(
-    table: str,
-    record: Record,
-    expression: str,
-    condition: str,
-    *,
-    names: dict[str, str],
-    values: dict[str, Any],
-) -> bool:
-    """One ``UpdateItem`` of ``record``, conditioned on its version; whether it landed."""
-    values = {**values, ":synced_at": record.synced_at}
-    return _conditional(
-        "update_item",
-        TableName=table,
-        Key={"pk": {"S": record.pk}, "sk": {"S": record.sk}},
-        UpdateExpression=expression,
-        ConditionExpression=condition,
-        ExpressionAttributeNames=names,
-        ExpressionAttributeValues={name: _serialize(value) for name, value in values.items()},
     )
 
 
@@ -202,9 +190,16 @@ def _states(items: list[dict[str, Any]]) -> dict[str, StoredState]:
             content_sha256=item.get("content_sha256", {}).get("S"),
             synced_at=item.get("synced_at", {}).get("S"),
             ttl=int(Decimal(item["ttl"]["N"])) if "ttl" in item else None,
+            created_at=item.get("created_at", {}).get("S"),
         )
         for item in items
     }
+
+
+def _stop_asking(state: RetryCallState) -> bool:
+    """After 5 reads, or when the next wait would not fit before the deadline: never
+    sleep past it; give up, retryably, while there is time to reply."""
+    return state.attempt_number >= 5 or runtime.budget() < (state.upcoming_sleep or 0.0)
 
 
 def _unprocessed(retry_state: Any) -> Any:

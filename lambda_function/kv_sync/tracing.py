@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 import traceback
 from contextlib import contextmanager
 from functools import cache
@@ -38,6 +39,7 @@ T = TypeVar("T")
 
 SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME") or "kv-sync"
 TRACED_MODULES = ("botocore", "requests")
+TRACE_HEADER_ENV = "_X_AMZN_TRACE_ID"  # Lambda's trace header of the current invocation
 STREAMING_THRESHOLD = 30  # about 20 KB of documents: well inside a 64 KB datagram
 
 
@@ -56,7 +58,7 @@ def tracer() -> Tracer | None:
     from aws_lambda_powertools import Tracer
 
     active = Tracer(service=SERVICE, patch_modules=TRACED_MODULES)
-    _recorder().configure(streaming_threshold=STREAMING_THRESHOLD)
+    _recorder().configure(streaming_threshold=STREAMING_THRESHOLD, context=_invocation_context())
     return active
 
 
@@ -138,6 +140,29 @@ def flush() -> None:
         recorder.stream_subsegments()
     finally:
         recorder.streaming_threshold = threshold
+
+
+def _invocation_context() -> Any:
+    """The SDK's Lambda context, re-reading Lambda's trace header only when it changes.
+
+    The SDK's own re-reads and parses ``_X_AMZN_TRACE_ID`` on every call that looks
+    up the current subsegment: about 30 times per invocation.
+    """
+    from aws_xray_sdk.core.lambda_launcher import LambdaContext
+
+    class InvocationContext(LambdaContext):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self._header = threading.local()
+
+        def _refresh_context(self) -> None:
+            header = os.environ.get(TRACE_HEADER_ENV)
+            if getattr(self._local, "segment", None) and self._header.__dict__.get("at") == header:
+                return
+            self._header.at = header
+            super()._refresh_context()
+
+    return InvocationContext()
 
 
 def _recorder() -> Any:
