@@ -651,19 +651,20 @@ def test_a_throttled_write_fails_its_page_and_the_cursor_redoes_it(aws, kv, smal
     throttled: list[str] = []
 
     def throttle(params: dict[str, Any], **_: Any) -> Any:
-        if json.loads(params["body"])["Key"]["sk"]["S"] == "KEY#k3" and not throttled:
+        body = json.loads(params["body"])
+        if (body.get("Key") or body["Item"])["sk"]["S"] == "KEY#k3" and not throttled:
             throttled.append("k3")
             error = {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow"}}
             return (type("Http", (), {"status_code": 400})(), error)
         return None
 
     events = runtime.client("dynamodb").meta.events
-    events.register("before-call.dynamodb.UpdateItem", throttle, unique_id="throttle-k3")
+    events.register("before-call.dynamodb.PutItem", throttle, unique_id="throttle-k3")
     try:
         # WHEN the namespace is synced
         reply = invoke({"all": True})
     finally:
-        events.unregister("before-call.dynamodb.UpdateItem", unique_id="throttle-k3")
+        events.unregister("before-call.dynamodb.PutItem", unique_id="throttle-k3")
 
     # THEN the run stops on that page with a retryable error, before moving past k3
     assert reply["error"]["type"] == "STORAGE_ERROR"

@@ -43,6 +43,12 @@ def stamp(at: datetime) -> str:
     return at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def write(rec: Record) -> bool:
+    """Write as the engine does: over the version read just before."""
+    seen = store.read_states(TABLE, rec.pk, [rec.sk])[0].get(rec.sk)
+    return store.write(TABLE, rec, seen)
+
+
 def item(aws: Any, key: str = "flag") -> dict[str, Any]:
     found = stored_item(aws, key)
     assert found is not None, f"no record for {key!r}"
@@ -55,7 +61,7 @@ def item(aws: Any, key: str = "flag") -> dict[str, Any]:
 def test_new_record_is_written_in_full(aws):
     # GIVEN no record for the key
     # WHEN a record read at T0 is written
-    landed = store.write(TABLE, record(b"v1", T0, metadata={"a": 1}))
+    landed = write(record(b"v1", T0, metadata={"a": 1}))
 
     # THEN it landed with every attribute, and all three timestamps are the read time
     assert landed is True
@@ -70,11 +76,11 @@ def test_new_record_is_written_in_full(aws):
 
 def test_changed_record_keeps_created_at_and_moves_updated_at(aws):
     # GIVEN a record first stored at T0
-    store.write(TABLE, record(b"v1", T0))
+    write(record(b"v1", T0))
 
     # WHEN a change read a day later is written
     later = T0 + timedelta(days=1)
-    landed = store.write(TABLE, record(b"v2", later))
+    landed = write(record(b"v2", later))
 
     # THEN the value and both change timestamps moved, but not created_at
     assert landed is True
@@ -86,10 +92,10 @@ def test_changed_record_keeps_created_at_and_moves_updated_at(aws):
 
 def test_metadata_change_is_written(aws):
     # GIVEN a stored record with metadata
-    store.write(TABLE, record(b"v1", T0, metadata={"a": 1}))
+    write(record(b"v1", T0, metadata={"a": 1}))
 
     # WHEN the metadata changed and is written
-    store.write(TABLE, record(b"v1", T0 + timedelta(seconds=1), metadata={"a": 2}))
+    write(record(b"v1", T0 + timedelta(seconds=1), metadata={"a": 2}))
 
     # THEN the record holds the new metadata
     assert item(aws)["metadata"] == {"a": 2}
@@ -97,11 +103,11 @@ def test_metadata_change_is_written(aws):
 
 def test_removed_metadata_and_expiration_do_not_linger(aws):
     # GIVEN a record with metadata and an expiration
-    store.write(TABLE, record(b"v1", T0, metadata={"a": 1}, expiration=1_900_000_000))
+    write(record(b"v1", T0, metadata={"a": 1}, expiration=1_900_000_000))
 
     # WHEN the key's metadata and expiration were removed in KV
     later = T0 + timedelta(seconds=1)
-    store.write(TABLE, record(b"v2", later))
+    write(record(b"v2", later))
 
     # THEN the record no longer has them, and its ttl follows RECORD_TTL_DAYS again
     stored = item(aws)
@@ -113,11 +119,11 @@ def test_removed_metadata_and_expiration_do_not_linger(aws):
 def test_gzip_marker_does_not_linger_once_the_value_fits(aws):
     # GIVEN a record whose value had to be stored compressed
     big = b"compressible " * 40_000
-    store.write(TABLE, record(big, T0))
+    write(record(big, T0))
     assert item(aws)["value_encoding"] == "gzip"
 
     # WHEN the value shrinks
-    store.write(TABLE, record(b"small", T0 + timedelta(seconds=1)))
+    write(record(b"small", T0 + timedelta(seconds=1)))
 
     # THEN readers are not told the plain value is gzip
     stored = item(aws)
@@ -127,10 +133,10 @@ def test_gzip_marker_does_not_linger_once_the_value_fits(aws):
 
 def test_older_read_cannot_overwrite_newer_record(aws):
     # GIVEN a newer sync already stored v2
-    store.write(TABLE, record(b"v2", T0 + timedelta(seconds=10)))
+    write(record(b"v2", T0 + timedelta(seconds=10)))
 
     # WHEN an older invocation, which read v1 earlier, writes late
-    landed = store.write(TABLE, record(b"v1", T0))
+    landed = write(record(b"v1", T0))
 
     # THEN its write did not land and v2 stays, with its own sync time
     assert landed is False
@@ -141,11 +147,11 @@ def test_older_read_cannot_overwrite_newer_record(aws):
 
 def test_a_read_as_old_as_the_stored_one_does_not_land(aws):
     # GIVEN a record stored from a read at T0
-    store.write(TABLE, record(b"v1", T0))
+    write(record(b"v1", T0))
 
     # WHEN another read made at T0 is written
     # THEN it does not land: only a newer read replaces a record
-    assert store.write(TABLE, record(b"v2", T0)) is False
+    assert write(record(b"v2", T0)) is False
     assert item(aws)["value"] == "v1"
 
 
@@ -154,7 +160,7 @@ def test_a_read_as_old_as_the_stored_one_does_not_land(aws):
 
 def test_refresh_extends_ttl_and_stamps_synced_at_only(aws):
     # GIVEN a record stored at T0
-    store.write(TABLE, record(b"v", T0))
+    write(record(b"v", T0))
 
     # WHEN the same content, read 20 days later, refreshes it
     later = T0 + timedelta(days=20)
@@ -171,7 +177,7 @@ def test_refresh_extends_ttl_and_stamps_synced_at_only(aws):
 
 def test_refresh_removes_ttl_when_records_no_longer_expire(aws):
     # GIVEN a record with a ttl, and RECORD_TTL_DAYS since set to 0
-    store.write(TABLE, record(b"v", T0))
+    write(record(b"v", T0))
 
     # WHEN it is refreshed under the new policy
     landed = store.refresh(TABLE, record(b"v", T0 + timedelta(days=1), ttl_days=0))
@@ -183,8 +189,8 @@ def test_refresh_removes_ttl_when_records_no_longer_expire(aws):
 
 def test_refresh_does_not_land_when_the_content_changed_meanwhile(aws):
     # GIVEN another sync stored new content after our read saw the old one
-    store.write(TABLE, record(b"old", T0))
-    store.write(TABLE, record(b"new", T0 + timedelta(seconds=5)))
+    write(record(b"old", T0))
+    write(record(b"new", T0 + timedelta(seconds=5)))
 
     # WHEN our refresh of the old content (read later still) arrives
     landed = store.refresh(TABLE, record(b"old", T0 + timedelta(seconds=9)))
@@ -198,7 +204,7 @@ def test_refresh_does_not_land_when_the_content_changed_meanwhile(aws):
 
 def test_refresh_from_an_older_read_does_not_land(aws):
     # GIVEN a record stored from a newer read
-    store.write(TABLE, record(b"v", T0 + timedelta(seconds=10)))
+    write(record(b"v", T0 + timedelta(seconds=10)))
 
     # WHEN an older read refreshes it
     landed = store.refresh(TABLE, record(b"v", T0))
@@ -223,7 +229,7 @@ def test_refresh_never_creates_a_record(aws):
 
 def test_delete_if_older_removes_a_record_synced_before_the_key_was_seen_missing(aws):
     # GIVEN a record synced before the key was seen missing
-    store.write(TABLE, record(b"v", T0))
+    write(record(b"v", T0))
 
     # WHEN it is deleted if older
     deleted = store.delete_if_older(TABLE, PK, sort_key("flag"), stamp(T0 + timedelta(seconds=1)))
@@ -235,7 +241,7 @@ def test_delete_if_older_removes_a_record_synced_before_the_key_was_seen_missing
 
 def test_delete_if_older_keeps_a_record_synced_after_the_key_was_seen_missing(aws):
     # GIVEN the key was re-created and synced after this run saw it missing
-    store.write(TABLE, record(b"back", T0 + timedelta(seconds=5)))
+    write(record(b"back", T0 + timedelta(seconds=5)))
 
     # WHEN the run's delete arrives
     deleted = store.delete_if_older(TABLE, PK, sort_key("flag"), stamp(T0))
@@ -258,8 +264,8 @@ def test_delete_if_older_of_an_absent_record_deletes_nothing(aws):
 def test_read_states_returns_the_version_of_each_stored_record(aws):
     # GIVEN two stored records, one with an expiration, and one key never stored
     a, b = record(b"a", T0, key="a"), record(b"b", T0, key="b", expiration=1_900_000_000)
-    store.write(TABLE, a)
-    store.write(TABLE, b)
+    write(a)
+    write(b)
 
     # WHEN their versions are read
     states, calls = store.read_states(TABLE, PK, [sort_key("a"), sort_key("b"), sort_key("c")])
@@ -267,8 +273,8 @@ def test_read_states_returns_the_version_of_each_stored_record(aws):
     # THEN one call returned what a comparison needs; the absent key is absent
     assert calls == 1
     assert states == {
-        "KEY#a": StoredState(content_sha256=a.content_sha256, synced_at=a.synced_at, ttl=a.ttl),
-        "KEY#b": StoredState(content_sha256=b.content_sha256, synced_at=b.synced_at, ttl=b.ttl),
+        sk: StoredState(rec.content_sha256, rec.synced_at, rec.ttl, created_at=rec.synced_at)
+        for sk, rec in (("KEY#a", a), ("KEY#b", b))
     }
 
 
@@ -329,7 +335,7 @@ def test_read_states_that_stay_unprocessed_are_a_retryable_storage_error(no_slee
 def test_query_states_reads_exactly_the_inclusive_range(aws):
     # GIVEN records for b, c, d and e, and one of another namespace
     for key in "bcde":
-        store.write(TABLE, record(key.encode(), T0, key=key))
+        write(record(key.encode(), T0, key=key))
     other = build_record(
         KVEntry("c", b"x", None, None),
         namespace_id="other-namespace",
@@ -337,7 +343,7 @@ def test_query_states_reads_exactly_the_inclusive_range(aws):
         synced=T0,
         ttl_days=30,
     )
-    store.write(TABLE, other)
+    write(other)
 
     # WHEN the range [KEY#c, KEY#d] is read
     states, calls = store.query_states(TABLE, PK, sort_key("c"), sort_key("d"))
@@ -387,13 +393,13 @@ def test_query_states_follows_dynamodbs_pages():
 def test_dynamodb_errors_are_typed(code, error_type, retryable, operation):
     # GIVEN DynamoDB answers the call with this error
     method = {
-        "write": "update_item",
+        "write": "put_item",
         "delete": "delete_item",
         "read": "batch_get_item",
         "query": "query",
     }[operation]
     calls: dict[str, Callable[[], object]] = {
-        "write": lambda: store.write(TABLE, record(b"v", T0)),
+        "write": lambda: store.write(TABLE, record(b"v", T0), None),
         "delete": lambda: store.delete_if_older(TABLE, PK, "KEY#flag", stamp(T0)),
         "read": lambda: store.read_states(TABLE, PK, ["KEY#flag"]),
         "query": lambda: store.query_states(TABLE, PK, "KEY#", "KEY$"),
@@ -414,7 +420,7 @@ def test_dynamodb_errors_are_typed(code, error_type, retryable, operation):
 def test_missing_table_is_named_in_the_configuration_error(aws):
     # GIVEN a table that does not exist
     with pytest.raises(errors.ConfigurationError) as raised:
-        store.write("no-such-table", record(b"v", T0))
+        store.write("no-such-table", record(b"v", T0), None)
 
     # WHEN a record is written to it
     # THEN the configuration error names the table and the variable
@@ -428,9 +434,9 @@ def test_item_too_large_from_dynamodb_is_value_too_large():
     # THEN it is VALUE_TOO_LARGE
     with Stubber(runtime.client("dynamodb")) as stubber:
         stubber.add_client_error(
-            "update_item",
+            "put_item",
             service_error_code="ValidationException",
             service_message="Item size has exceeded the maximum allowed size",
         )
         with pytest.raises(errors.ValueTooLargeError):
-            store.write(TABLE, record(b"v", T0))
+            store.write(TABLE, record(b"v", T0), None)
