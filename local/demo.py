@@ -38,17 +38,10 @@ from local.aws_setup import (
     create_table,
     put_credentials,
 )
+from local.harness import cli_exit, load_handler, patched_environ, powertools_output, print_json
 from local.kv_emulator import KVEmulator
 from local.lambda_context import LambdaContext
-from local.runner import (
-    RunConfig,
-    cli_exit,
-    function_environment,
-    load_handler,
-    patched_environ,
-    powertools_output,
-    print_json,
-)
+from local.runner import RunConfig, function_environment
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence

@@ -28,25 +28,24 @@ import contextlib
 import io
 import json
 import os
-import shutil
 import sys
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, cast
+from typing import IO, Any, cast
 
 from aws_lambda_powertools.utilities.parameters.base import BaseProvider
 
 from local.aws_setup import TABLE_NAME, TIMEOUT_SECONDS
+from local.harness import (
+    Handler,
+    cli_exit,
+    load_handler,
+    patched_environ,
+    powertools_output,
+    print_json,
+)
 from local.lambda_context import LambdaContext
-
-if TYPE_CHECKING:
-    from kv_sync.model import SyncStats
-
-LAMBDA_DIR = Path(__file__).resolve().parent.parent / "lambda_function"
-if str(LAMBDA_DIR) not in sys.path:
-    sys.path.append(str(LAMBDA_DIR))
+from local.progress import LogsAroundProgress, ProgressLine
 
 # The variables of the env-credentials mode, and the secret field each fills.
 CLOUDFLARE_ENV_VARS = {
@@ -60,94 +59,10 @@ ENV_CREDENTIALS_SOURCE = "environment variables CLOUDFLARE_*"
 DEFAULT_SECRET_NAME = "cloudflare-kv-credentials"
 MAX_KEY_NAMES_PER_EVENT = 1000  # kv_sync.events.MAX_KEY_NAMES
 EXIT_INTERRUPTED = 130
-# The counters the progress line adds up, and their labels.
-LABELS = {
-    "keys_listed": "listed",
-    "keys_fetched": "fetched",
-    "records_written": "written",
-    "records_unchanged": "unchanged",
-    "records_deleted": "deleted",
-    "records_failed": "failed",
-}
-COUNTERS = tuple(LABELS)
-
-Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 
 class RunnerError(Exception):
     """The run cannot start (no region, no AWS credentials, unknown profile, ...)."""
-
-
-# ------------------------------------------------------------------------ shared with local.demo
-
-
-def load_handler() -> Handler:
-    """``kv_sync.handler.lambda_handler``; import it after setting the environment."""
-    from kv_sync.handler import lambda_handler
-
-    handler: Handler = lambda_handler
-    return handler
-
-
-@contextlib.contextmanager
-def patched_environ(changes: Mapping[str, str | None]) -> Iterator[None]:
-    """Set (``None``: remove) environment variables; restore them on exit."""
-
-    def apply(values: Mapping[str, str | None]) -> None:
-        for name, value in values.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-    saved = {name: os.environ.get(name) for name in changes}
-    try:
-        apply(changes)
-        yield
-    finally:
-        apply(saved)
-
-
-@contextlib.contextmanager
-def powertools_output(
-    stream: IO[str], level: str | None = None, metrics_stream: IO[str] | None = None
-) -> Iterator[None]:
-    """Send the function's log lines to ``stream`` and its EMF documents to ``metrics_stream``.
-
-    The logger writes to the stream it was created with and EMF is printed to
-    stdout; both go elsewhere while inside, so stdout keeps only results.
-    """
-    from kv_sync.observability import logger, metrics
-
-    handler = cast("Any", logger.registered_handler)  # a logging.StreamHandler
-    previous_stream, previous_level = handler.stream, logger.log_level
-    handler.stream = stream  # not setStream(): it flushes the old stream, maybe closed
-    if level is not None:
-        logger.setLevel(level)
-    try:
-        with contextlib.redirect_stdout(metrics_stream or stream):
-            yield
-    finally:
-        metrics.clear_metrics()  # with POWERTOOLS_METRICS_DISABLED nothing else clears them
-        handler.stream = previous_stream
-        logger.setLevel(previous_level)
-
-
-def print_json(data: Any, out: IO[str]) -> None:
-    """Print a document as indented JSON."""
-    print(json.dumps(data, indent=2, ensure_ascii=False, default=str), file=out, flush=True)
-
-
-def cli_exit(entry: Callable[[], int]) -> None:
-    """Exit with ``entry()``'s status; a closed stdout (``| head``) exits 1 quietly."""
-    try:
-        status = entry()
-        sys.stdout.flush()
-    except BrokenPipeError:
-        # Python flushes stdout again at exit; point it at devnull so that cannot fail.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        status = 1
-    sys.exit(status)
 
 
 # ------------------------------------------------------------------------ the command line
@@ -314,112 +229,6 @@ class EnvCredentials(BaseProvider):
 
     def _get_multiple(self, path: str, **sdk_options: Any) -> dict[str, str]:
         return dict(self._fields)
-
-
-# ------------------------------------------------------------------------ progress
-
-
-class ProgressLine:
-    """The progress line of a multi-key run: counters, invocations, time; a bar for names.
-
-    Counters add the ``statistics`` of finished invocations to the engine's
-    ``SyncStats`` of the running one (``page`` is its progress listener). The bar
-    of ``total_names`` counts pages of the engine's ``NAMES_PAGE_SIZE`` names. With
-    ``redraw`` (a terminal) the line is rewritten in place; else each update is a line.
-    """
-
-    def __init__(
-        self,
-        stream: IO[str],
-        *,
-        total_names: int = 0,
-        redraw: bool = False,
-        clock: Callable[[], float] = time.monotonic,
-        width: int | None = None,
-    ) -> None:
-        self.stream, self.total_names, self.redraw = stream, total_names, redraw
-        self.clock, self.width, self.started = clock, width, clock()
-        self.done = dict.fromkeys(COUNTERS, 0)  # finished invocations
-        self.live = dict.fromkeys(COUNTERS, 0)  # the running invocation
-        self.invocations = self.shown = 0
-        self.names_before = self.names = self.pages = 0
-
-    def start_run(self, names_before: int, names: int) -> None:
-        """A run of ``names`` named keys (0: a listing) starts after ``names_before``."""
-        self.names_before, self.names, self.pages = names_before, names, 0
-
-    def start_invocation(self) -> None:
-        """An invocation begins."""
-        self.invocations += 1
-
-    def page(self, stats: SyncStats) -> None:
-        """The engine finished a page."""
-        self.live = {name: getattr(stats, name) for name in COUNTERS}
-        self.pages += 1
-        self.draw()
-
-    def invocation_done(self, document: Mapping[str, Any]) -> None:
-        """An invocation returned ``document``."""
-        statistics = document.get("statistics") or {}
-        self.done = {name: self.done[name] + int(statistics.get(name) or 0) for name in COUNTERS}
-        self.live = dict.fromkeys(COUNTERS, 0)
-        self.draw()
-
-    def line(self) -> str:
-        """The progress line as it is drawn now."""
-        count = {name: self.done[name] + self.live[name] for name in COUNTERS}
-        head = f"listed {count['keys_listed']}"
-        if self.total_names:
-            from kv_sync.engine import NAMES_PAGE_SIZE
-
-            done = self.names_before + min(self.pages * NAMES_PAGE_SIZE, self.names)
-            bar = ("#" * (done * 24 // self.total_names)).ljust(24, ".")
-            head = f"[{bar}] {done}/{self.total_names} {done * 100 // self.total_names}%"
-        counters = " ".join(f"{LABELS[name]} {count[name]}" for name in COUNTERS[1:])
-        elapsed = self.clock() - self.started
-        return f"kv-sync {head} | {counters} | invocation {self.invocations} | {elapsed:.1f}s"
-
-    def draw(self) -> None:
-        """Show the line: in place on a terminal (cut to its width), else as a line."""
-        text = self.line()
-        if self.redraw:
-            text = text[: max((self.width or shutil.get_terminal_size().columns) - 1, 10)]
-            self.stream.write(f"\r{text}{' ' * max(self.shown - len(text), 0)}")
-            self.shown = len(text)
-        else:
-            self.stream.write(text + "\n")
-        self.stream.flush()
-
-    def clear(self) -> None:
-        """Take the line off the terminal, before other output."""
-        if self.shown:
-            self.stream.write("\r" + " " * self.shown + "\r")
-            self.shown = 0
-
-    def finish(self, outcome: str) -> None:
-        """End with a summary line: ``kv-sync done: 2 invocation(s), 35 listed, ...``."""
-        count = {name: self.done[name] + self.live[name] for name in COUNTERS}
-        counters = ", ".join(f"{count[name]} {LABELS[name]}" for name in COUNTERS)
-        elapsed = self.clock() - self.started
-        self.clear()
-        self.stream.write(f"kv-sync {outcome}: {self.invocations} invocation(s), ")
-        self.stream.write(f"{counters} in {elapsed:.1f}s\n")
-        self.stream.flush()
-
-
-class LogsAroundProgress(io.TextIOBase):
-    """stderr for log lines while the progress line is on a terminal: clear it, then redraw."""
-
-    def __init__(self, stream: IO[str], progress: ProgressLine) -> None:
-        super().__init__()
-        self.target, self.progress = stream, progress
-
-    def write(self, text: str) -> int:
-        self.progress.clear()
-        written = self.target.write(text)
-        if text.endswith("\n"):
-            self.progress.draw()
-        return written
 
 
 # ------------------------------------------------------------------------ running

@@ -18,7 +18,7 @@ from kv_sync import credentials
 from kv_sync.errors import ConfigurationError
 from kv_sync.model import SyncStats
 from kv_sync.settings import Settings
-from local import runner
+from local import progress, runner
 from tests.support.cloudflare import ACCOUNT_ID, NAMESPACE_ID, NAMESPACE_NAME, TOKEN
 from tests.support.runner import documents
 
@@ -478,7 +478,7 @@ def stats(
 def test_progress_lines_add_up_pages_and_invocations() -> None:
     # GIVEN a progress line on a stream that is no terminal, with a clock
     stream, now = Stream(), [0.0]
-    line = runner.ProgressLine(stream, clock=lambda: now[0])
+    line = progress.ProgressLine(stream, clock=lambda: now[0])
 
     # WHEN two invocations report pages
     line.start_run(0, 0)
@@ -506,7 +506,7 @@ def test_the_bar_counts_pages_of_names_across_runs() -> None:
 
     # GIVEN a bar over 1,500 names in two runs
     stream = Stream()
-    line = runner.ProgressLine(stream, total_names=1500, clock=lambda: 0.0)
+    line = progress.ProgressLine(stream, total_names=1500, clock=lambda: 0.0)
 
     # WHEN the first run does one page
     line.start_run(0, 1000)
@@ -536,7 +536,7 @@ def test_the_bar_counts_pages_of_names_across_runs() -> None:
 def test_on_a_terminal_the_line_is_redrawn_in_place_and_fits_the_width() -> None:
     # GIVEN a progress line on a 60-column terminal
     stream = Stream(tty=True)
-    line = runner.ProgressLine(stream, redraw=True, clock=lambda: 0.0, width=60)
+    line = progress.ProgressLine(stream, redraw=True, clock=lambda: 0.0, width=60)
 
     # WHEN two pages are reported, then the run ends
     line.start_invocation()
@@ -557,13 +557,13 @@ def test_on_a_terminal_the_line_is_redrawn_in_place_and_fits_the_width() -> None
 def test_log_lines_clear_the_progress_line_and_bring_it_back() -> None:
     # GIVEN a progress line on a terminal
     stream = Stream(tty=True)
-    line = runner.ProgressLine(stream, redraw=True, clock=lambda: 0.0, width=200)
+    line = progress.ProgressLine(stream, redraw=True, clock=lambda: 0.0, width=200)
     line.start_invocation()
     line.page(stats(keys_listed=7))
     drawn = stream.getvalue()
 
     # WHEN the function logs a line through the runner's stderr wrapper
-    runner.LogsAroundProgress(stream, line).write('{"level":"WARNING","message":"Retrying"}\n')
+    progress.LogsAroundProgress(stream, line).write('{"level":"WARNING","message":"Retrying"}\n')
 
     # THEN the line was wiped first, and drawn again below the log line
     blank = "\r" + " " * (len(drawn) - 1) + "\r"
