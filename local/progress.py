@@ -29,7 +29,7 @@ class ProgressLine:
 
     Counters add the ``statistics`` of finished invocations to the engine's
     ``SyncStats`` of the running one (``page`` is its progress listener). The bar
-    of ``total_names`` counts pages of the engine's ``NAMES_PAGE_SIZE`` names. With
+    of ``total_names`` counts pages of the engine's pages of ``NAMES_PAGE_SIZE`` names. With
     ``redraw`` (a terminal) the line is rewritten in place; else each update is a line.
     """
 
@@ -75,7 +75,7 @@ class ProgressLine:
         count = {name: self.done[name] + self.live[name] for name in COUNTERS}
         head = f"listed {count['keys_listed']}"
         if self.total_names:
-            from kv_sync.engine import NAMES_PAGE_SIZE
+            from kv_sync.pages import NAMES_PAGE_SIZE
 
             done = self.names_before + min(self.pages * NAMES_PAGE_SIZE, self.names)
             bar = ("#" * (done * 24 // self.total_names)).ljust(24, ".")

@@ -81,6 +81,8 @@ class RunConfig:
     all_keys: bool = False
     cursor: str | None = None
     delete_missing: bool | None = None
+    dry_run: bool = False
+    force_delete: bool = False
     follow: bool = False
     max_invocations: int | None = None
     progress: bool | None = None  # None: when stderr is a terminal
@@ -115,6 +117,14 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         "--delete-missing",
         action=argparse.BooleanOptionalAction,
         help="delete records of keys gone from KV (default: the function's DELETE_MISSING)",
+    )
+    what.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="read everything, write nothing; report what would change",
+    )
+    what.add_argument(
+        "--force-delete", action="store_true", help="delete even what the deletion guard refuses"
     )
     what.add_argument("--follow", action="store_true", help="invoke again until complete")
     what.add_argument("--max-invocations", type=int, metavar="N", help="--follow stops after N")
@@ -194,6 +204,7 @@ class Invocation:
 def build_invocations(config: RunConfig) -> list[Invocation]:
     """The runs to start, in order: one, or one per 1,000 names of ``--key-names``."""
     options: dict[str, Any] = {"cursor": config.cursor, "delete_missing": config.delete_missing}
+    options |= {"dry_run": config.dry_run or None, "force_delete": config.force_delete or None}
     options = {name: value for name, value in options.items() if value is not None}
     if config.key_names is not None:
         names = list(dict.fromkeys(config.key_names))  # the function drops duplicates too

@@ -3,10 +3,10 @@
 Lambda runs ``kv_sync.handler.lambda_handler``. Modules import downward only:
 
 - entry: ``handler``, ``events``, ``replies``, ``continuation``;
-- the engine: ``engine``, ``plan``, ``cursor``;
+- the engine: ``engine``, ``pages``, ``plan``, ``cursor``;
 - source ``source`` (``cloudflare``, ``cloudflare_replies``, ``credentials``,
-  ``ratelimit``), transform ``records`` and sink ``store``, which never import
-  each other;
+  ``ratelimit``), transform ``records`` and sink ``store``, ``ledger``, which never
+  import each other;
 - leaves: ``model``, ``errors``, ``settings``, ``runtime``, ``observability``,
   ``tracing``, ``redaction``.
 

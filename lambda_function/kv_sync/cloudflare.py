@@ -48,6 +48,8 @@ MIN_ATTEMPT_S = 0.5  # an attempt needs at least this long to be worth starting
 CONNECT_TIMEOUT_CAP_S = 3.05
 BULK_GET_MAX = 100
 LIST_LIMIT = 1000
+_SPLIT = frozenset({400, 413})  # bulk get statuses answered by halving the batch
+_REPLACEMENT = "\ufffd".encode()
 _backoff = wait_exponential_jitter(multiplier=0.25, max=8.0, jitter=0.25)
 
 
@@ -117,8 +119,8 @@ class KVClient:
 
         Each key maps to its entry, ``None`` when it does not exist, or the
         error that kept that key from being read. Bulk get refuses a batch that
-        holds a value that is not text (400): such a batch is halved until the
-        binary values are isolated and read one by one.
+        holds a value that is not text (400) or whose values pass 25 MB (413): such
+        a batch is halved until the culprits are alone, and they are read one by one.
 
         Raises
         ------
@@ -128,8 +130,8 @@ class KVClient:
         if not 0 < len(keys) <= BULK_GET_MAX:
             raise ValueError(f"bulk get takes 1 to {BULK_GET_MAX} keys, got {len(keys)}")
         body = {"keys": keys, "type": "text", "withMetadata": True}
-        response = self._call("POST", "/bulk/get", json_body=body, passthrough=frozenset({400}))
-        if response.status_code == 400:
+        response = self._call("POST", "/bulk/get", json_body=body, passthrough=_SPLIT)
+        if response.status_code in _SPLIT:
             if len(keys) == 1:
                 return {keys[0]: self._read_one(keys[0])}
             middle = len(keys) // 2
@@ -137,7 +139,10 @@ class KVClient:
         values = replies.envelope_result(response).get("values")
         if not isinstance(values, dict):
             raise ApiError("Cloudflare bulk get returned no 'values' object")
-        return {key: replies.bulk_entry(key, values.get(key)) for key in keys}
+        entries = {key: replies.bulk_entry(key, values.get(key)) for key in keys}
+        # Text with U+FFFD may be a value bulk get decoded lossily: read its exact bytes.
+        lossy = [key for key, entry in entries.items() if entry and _REPLACEMENT in entry.value]
+        return entries | {key: self._read_one(key) for key in lossy}
 
     def list_keys(self, prefix: str, cursor: str | None, limit: int = LIST_LIMIT) -> KeyPage:
         """One page of key names under ``prefix``, sorted by their UTF-8 bytes."""
@@ -222,7 +227,7 @@ class KVClient:
         read = min(self._read_timeout, budget - connect)
         self._stats.add(api_calls=1)
         try:
-            return self._session.request(
+            response = self._session.request(
                 method, url, headers=self._headers, json=json_body, timeout=(connect, read)
             )
         except requests.exceptions.ConnectTimeout:
@@ -233,6 +238,10 @@ class KVClient:
             raise NetworkError(
                 f"Connection to Cloudflare failed ({type(exc).__name__}); it will be retried"
             ) from None
+        budget_left = replies.rate_limit(response)
+        if budget_left is not None:
+            self._limiter.observe(*budget_left)
+        return response
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None

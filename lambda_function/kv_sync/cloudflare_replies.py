@@ -30,6 +30,32 @@ def parse_retry_after(value: str | None) -> float | None:
         return None
 
 
+def rate_limit(response: requests.Response) -> tuple[int, float, int | None] | None:
+    """Cloudflare's report of the token's budget: remaining requests, seconds to reset, quota.
+
+    Headers ``Ratelimit: "default";r=50;t=30`` and ``Ratelimit-Policy:
+    "default";q=1200;w=300`` (developers.cloudflare.com/fundamentals/api/reference/limits/);
+    of several limits, the one with the fewest requests left.
+    """
+    limits = [_params(item) for item in response.headers.get("Ratelimit", "").split(",")]
+    known = [item for item in limits if "r" in item and "t" in item]
+    if not known:
+        return None
+    tightest = min(known, key=lambda item: item["r"])
+    quota = _params(response.headers.get("Ratelimit-Policy", "")).get("q")
+    return tightest["r"], float(tightest["t"]), quota
+
+
+def _params(item: str) -> dict[str, int]:
+    """The integer parameters of one structured-field item: ``"name";r=50;t=30``."""
+    found = {}
+    for part in item.split(";")[1:]:
+        name, _, value = part.strip().partition("=")
+        if value.isdigit():
+            found[name] = int(value)
+    return found
+
+
 def check_status(
     response: requests.Response,
     passthrough: Container[int],

@@ -36,6 +36,11 @@ def continue_run(
     detail = {**request.selector(), "cursor": next_cursor, "continuation": request.continuation + 1}
     if request.delete_missing is not None:
         detail["delete_missing"] = request.delete_missing
+    # The rest of the run is the same run: a dry run stays one (its cursor is tied to
+    # it), and a forced one keeps the override its deletions need at the end.
+    for flag in ("dry_run", "force_delete"):
+        if getattr(request, flag):
+            detail[flag] = True
     # Shaped like a scheduled event: nobody waits for an asynchronous invocation's
     # reply, so retryable failures must raise for Lambda's retries and failure queue.
     payload = {"detail-type": SCHEDULED_EVENT, "source": CONTINUATION_SOURCE, "detail": detail}

@@ -100,6 +100,18 @@ class ValueTooLargeError(SyncError):
     type, http_status = "VALUE_TOO_LARGE", 422
 
 
+class ConflictError(SyncError):
+    """Another multi-key run holds the namespace's lease; this one waits its turn."""
+
+    type, http_status, default_retryable = "CONFLICT", 409, True
+
+
+class DeletionRefusedError(SyncError):
+    """The deletion guard stopped a run that would delete too much; nothing was deleted."""
+
+    type, http_status, severity = "DELETION_REFUSED", 409, "critical"
+
+
 class StorageError(SyncError):
     """DynamoDB refused or failed a call."""
 

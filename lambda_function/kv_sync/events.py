@@ -25,7 +25,8 @@ MAX_KEY_NAMES = 1000
 MAX_CURSOR_CHARS = 4096
 MAX_BODY_BYTES = 64 * 1024
 SELECTORS = ("key_name", "key_names", "prefix", "all")
-ALLOWED_FIELDS = (*SELECTORS, "cursor", "delete_missing", "continuation")
+FLAGS = ("delete_missing", "dry_run", "force_delete")
+ALLOWED_FIELDS = (*SELECTORS, "cursor", *FLAGS, "continuation")
 ALLOWED_METHODS = ("GET", "POST")
 SCHEDULED_EVENT = "Scheduled Event"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -107,9 +108,12 @@ def _request(fields: dict[str, Any], default_key: str, trigger: Trigger) -> Sync
     if len(given) > 1:
         raise ValidationError(f"Use only one of {', '.join(SELECTORS)}; got {', '.join(given)}")
     selector = given[0] if given else "key_name"
+    flags = {name: _optional_bool(fields.get(name), name) for name in FLAGS}
     common: dict[str, Any] = {
         "trigger": trigger,
-        "delete_missing": _optional_bool(fields.get("delete_missing"), "delete_missing"),
+        "delete_missing": flags["delete_missing"],
+        "dry_run": bool(flags["dry_run"]),
+        "force_delete": bool(flags["force_delete"]),
         "continuation": _continuation(fields.get("continuation", 0)),
     }
     if fields.get("cursor") is not None:  # null: no cursor, as on a first call
@@ -167,7 +171,7 @@ def _query_fields(query: dict[str, str]) -> dict[str, Any]:
     fields: dict[str, Any] = dict(query)
     if "key_names" in fields:
         raise ValidationError("key_names needs a POST body (a JSON list)")
-    for name in ("all", "delete_missing"):
+    for name in ("all", *FLAGS):
         if name in fields:
             text = fields[name].strip().lower()
             if text not in {"true", "false"}:

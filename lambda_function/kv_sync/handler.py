@@ -28,9 +28,10 @@ _cold_start = True
 def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     """Sync the Cloudflare KV keys an event selects into DynamoDB.
 
-    Returns the response document to direct and scheduled invocations, and an
-    HTTP response to Function URL requests. Scheduled invocations raise on
-    retryable failures, so that Lambda's retries and failure queue see them.
+    Returns the response document to direct invocations, and an HTTP response to
+    Function URL requests. A scheduled invocation that fails raises, whatever the
+    error, so that Lambda's Errors metric, its retries and the failure queue see it;
+    one whose run completed with some keys failed returns (those keys are counted).
     """
     global _cold_start  # noqa: PLW0603 - per-container state
     info: dict[str, Any] = {"cold_start": _cold_start, "request_id": context.aws_request_id}
@@ -66,6 +67,7 @@ def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
             info,
             asked=request is not None,
             delete_missing=delete_missing,
+            dry_run=request is not None and request.dry_run,
         )
     else:
         next_cursor = result.next_cursor if result.error is None else None
@@ -93,8 +95,8 @@ def _fail(error: SyncError, trigger: Trigger, document: dict[str, Any]) -> dict[
     log("Sync failed", extra=reason)
     if trigger is Trigger.FUNCTION_URL:
         return replies.http_response(error.http_status, document, error)
-    if trigger is Trigger.SCHEDULE and error.is_retryable:
-        raise error
+    if trigger is Trigger.SCHEDULE:
+        raise error  # nobody reads a scheduled run's reply: Errors, retries and the queue see it
     return document
 
 

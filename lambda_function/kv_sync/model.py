@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
 # Per-key failures a reply lists; the rest are only counted.
 MAX_FAILURES_REPORTED = 50
+MAX_SAMPLE = 20  # key names per action a dry run's reply lists
 
 
 def utc_timestamp(moment: datetime) -> str:
@@ -33,7 +34,8 @@ class SyncRequest:
     """A validated request: exactly one of ``key_name``, ``key_names``, ``prefix``, ``all_keys``.
 
     ``delete_missing`` is ``None`` when left to the deployment's default;
-    ``continuation`` counts the self-invocations of one resumable run.
+    ``dry_run`` reads everything and writes nothing; ``force_delete`` overrides the
+    deletion guard; ``continuation`` counts the self-invocations of one resumable run.
     """
 
     trigger: Trigger = Trigger.DIRECT
@@ -43,6 +45,8 @@ class SyncRequest:
     all_keys: bool = False
     cursor: str | None = None
     delete_missing: bool | None = None
+    dry_run: bool = False
+    force_delete: bool = False
     continuation: int = 0
 
     @property
@@ -173,15 +177,20 @@ class SyncStats:
     records_failed: int = 0
     records_superseded: int = 0
     dynamodb_reads: int = 0
-    dynamodb_writes: int = 0
+    dynamodb_writes: int = 0  # writes of records
+    state_writes: int = 0  # writes of the run's own items (lease, pending deletions)
     value_bytes: int = 0
     failures: list[dict[str, str]] = field(default_factory=list)
+    sample: dict[str, list[str]] = field(default_factory=dict)  # key names per action
 
     def count(self, outcome: KeyOutcome) -> None:
-        """Add one key's outcome; list the first failures."""
+        """Add one key's outcome; list the first failures, and a sample of names per action."""
         counter = _COUNTERS.get(outcome.action)
         if counter is not None:
             setattr(self, counter, getattr(self, counter) + 1)
+        names = self.sample.setdefault(outcome.action.value, [])
+        if len(names) < MAX_SAMPLE:
+            names.append(outcome.key)
         self.value_bytes += outcome.size_bytes or 0
         error = outcome.error
         if error is not None and len(self.failures) < MAX_FAILURES_REPORTED:
@@ -200,3 +209,4 @@ class RunResult:
     error: SyncError | None = None
     outcomes: tuple[KeyOutcome, ...] = ()
     namespace_id: str | None = None
+    deletion: dict[str, Any] | None = None  # the deletion guard's figures, once it decided

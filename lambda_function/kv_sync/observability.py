@@ -54,8 +54,11 @@ def record_failure(error_type: str) -> None:
 def emit_run_metrics(stats: SyncStats, *, multi_key: bool) -> None:
     """The metrics of a run, whether it succeeded or not."""
     count("CloudflareApiCalls", stats.calls.api_calls)
-    count("CloudflareRetries", stats.calls.retries)
-    count("DynamoDBWrites", stats.dynamodb_writes)
+    # Zero counts are left out: a missing datapoint sums to nothing all the same.
+    if stats.calls.retries:
+        count("CloudflareRetries", stats.calls.retries)
+    if stats.dynamodb_writes:
+        count("DynamoDBWrites", stats.dynamodb_writes)
     if stats.value_bytes:
         count("ValueBytes", stats.value_bytes, MetricUnit.Bytes)
     if multi_key:

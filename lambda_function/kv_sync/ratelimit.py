@@ -1,8 +1,12 @@
-"""A client-side limit on Cloudflare API requests, shared by the container's invocations.
+"""Pacing Cloudflare API requests: a client-side window, and the budget Cloudflare reports.
 
-Cloudflare allows 1,200 API requests per 5 minutes per user; going over locks
-the account out of the API for the rest of the window. A big sync therefore
-paces itself below that with a sliding window.
+Cloudflare allows 1,200 API requests per 5 minutes per user; going over locks the
+account out of the API, dashboard included, for the rest of the window. Two guards:
+
+- a sliding window per container (``CLOUDFLARE_REQUESTS_PER_5_MINUTES``);
+- Cloudflare's own ``Ratelimit`` header (remaining requests ``r``, seconds to reset
+  ``t``), which counts every client of the token: once fewer than a tenth of the
+  quota (at least 20) remain, requests spread what is left over the time to reset.
 """
 
 from __future__ import annotations
@@ -12,16 +16,24 @@ import time
 from collections import deque
 
 WINDOW_SECONDS = 300.0
+LOW_SHARE, LOW_FLOOR = 0.1, 20  # below max(a tenth of the quota, 20) remaining: slow down
 
 
 class RateLimiter:
-    """At most ``max_requests`` requests in any ``window_s`` seconds."""
+    """At most ``max_requests`` requests in ``window_s`` seconds, paced by Cloudflare's count."""
 
     def __init__(self, max_requests: int, window_s: float = WINDOW_SECONDS) -> None:
         self.max_requests = max_requests
         self.window_s = window_s
         self._sent: deque[float] = deque()
         self._lock = threading.Lock()
+        self._budget: tuple[int, float, int | None] | None = None  # remaining, reset at, quota
+        self._last = 0.0
+
+    def observe(self, remaining: int, reset_s: float, quota: int | None) -> None:
+        """Take in what Cloudflare reported of the token's budget."""
+        with self._lock:
+            self._budget = (remaining, time.monotonic() + reset_s, quota)
 
     def reserve(self, max_wait_s: float) -> float | None:
         """Take a slot, waiting up to ``max_wait_s``; the seconds waited, or ``None``
@@ -29,9 +41,14 @@ class RateLimiter:
         waited = 0.0
         while True:
             with self._lock:
-                wait = self._wait(time.monotonic())
+                now = time.monotonic()
+                wait = self._wait(now)
                 if wait == 0.0:
-                    self._sent.append(time.monotonic())
+                    self._sent.append(now)
+                    self._last = now
+                    if self._budget is not None:
+                        remaining, reset_at, quota = self._budget
+                        self._budget = (remaining - 1, reset_at, quota)
                     return waited
             if waited + wait > max_wait_s:
                 return None
@@ -46,9 +63,19 @@ class RateLimiter:
     def _wait(self, now: float) -> float:
         while self._sent and self._sent[0] <= now - self.window_s:
             self._sent.popleft()
-        if len(self._sent) < self.max_requests:
-            return 0.0
-        return self._sent[0] + self.window_s - now
+        window = (
+            self._sent[0] + self.window_s - now if len(self._sent) >= self.max_requests else 0.0
+        )
+        if self._budget is None or now >= self._budget[1]:
+            self._budget = None
+            return max(window, 0.0)
+        remaining, reset_at, quota = self._budget
+        if remaining >= max(LOW_FLOOR, (quota or 0) * LOW_SHARE):
+            return max(window, 0.0)
+        if remaining <= 0:
+            return max(window, reset_at - now)
+        spacing = (reset_at - now) / (remaining + 1)
+        return max(window, self._last + spacing - now, 0.0)
 
 
 _shared: RateLimiter | None = None

@@ -27,10 +27,12 @@ def single_key(
     *,
     asked: bool,
     delete_missing: bool,
+    dry_run: bool = False,
 ) -> tuple[SyncError | None, dict[str, Any]]:
     """The error, if any, and the document of a ``key_name`` request's run.
 
-    ``asked``: the request was valid, so the key was asked for.
+    ``asked``: the request was valid, so the key was asked for. A dry run's
+    document says ``dry_run`` and what the real run would have done.
     """
 
     def statistics(ok: bool) -> dict[str, Any]:
@@ -47,20 +49,31 @@ def single_key(
     failure = result.error
     if failure is None:
         outcome = result.outcomes[0]  # a run that no error stopped settled every named key
-        failure = _key_error(outcome, delete_missing)
+        failure = _key_error(outcome, result, delete_missing=delete_missing, dry_run=dry_run)
         if failure is None:
-            return None, _synced(result, outcome, statistics(ok=True), info)
+            document = _synced(result, outcome, statistics(ok=True), info, dry_run=dry_run)
+            if dry_run:
+                document["data"] |= {"dry_run": True, "sample": stats.sample}
+                document["data"]["processing_summary"]["record_stored"] = False
+            return None, document
     return failure, error_document(failure, statistics(ok=False))
 
 
 def _synced(
-    result: RunResult, outcome: KeyOutcome, statistics: dict[str, Any], info: dict[str, Any]
+    result: RunResult,
+    outcome: KeyOutcome,
+    statistics: dict[str, Any],
+    info: dict[str, Any],
+    *,
+    dry_run: bool,
 ) -> dict[str, Any]:
     key, superseded = outcome.key, outcome.action is Action.SUPERSEDED
     changed = outcome.action is Action.WRITTEN
     message = f"Synced '{key}': {'value stored' if changed else 'unchanged'}"
     if superseded:
         message = f"A newer sync already stored '{key}'; this result was discarded"
+    if changed and dry_run:
+        message = f"Dry run: '{key}' would be stored; nothing was written"
     record: dict[str, Any] = {"pk": f"NAMESPACE#{result.namespace_id}", "sk": f"KEY#{key}"}
     record |= {"value_type": outcome.value_type, "size_bytes": outcome.size_bytes}
     summary = {"key_retrieved": True, "record_processed": True, "record_stored": not superseded}
@@ -106,6 +119,7 @@ def multi_key(
         "cloudflare_retries": stats.calls.retries,
         "dynamodb_batches": stats.dynamodb_reads,
         "dynamodb_writes": stats.dynamodb_writes,
+        "state_writes": stats.state_writes,
         "records_processed": stats.keys_fetched + stats.records_deleted,
         "records_stored": stats.records_written + stats.records_unchanged,
         "success_rate": round(settled / attempted, 4) if attempted else 1.0,
@@ -113,14 +127,18 @@ def multi_key(
         "complete": result.complete,
     }
     if result.error is not None:
-        return result.error, error_document(result.error, statistics)
+        document = error_document(result.error, statistics)
+        if result.deletion is not None:  # a refused deletion: the guard's figures
+            document["deletion"] = result.deletion
+        return result.error, document
     state = "stopped before the deadline; pass next_cursor to continue"
     if result.complete or continued:
         state = "complete" if result.complete else "continuing in a new invocation"
     counts = f"{stats.records_written} written, {stats.records_unchanged} unchanged, "
     counts += f"{stats.records_deleted} deleted, {stats.records_failed} failed"
-    data = {
-        "message": f"Synced {stats.keys_fetched} key(s): {counts}; {state}",
+    synced = "Dry run, nothing written: would sync" if request.dry_run else "Synced"
+    data: dict[str, Any] = {
+        "message": f"{synced} {stats.keys_fetched} key(s): {counts}; {state}",
         "selector": request.selector(),
         "complete": result.complete,
         "next_cursor": result.next_cursor,
@@ -129,6 +147,10 @@ def multi_key(
         "failed_keys_truncated": stats.records_failed > len(stats.failures),
         "lambda": info,
     }
+    if request.dry_run:
+        data |= {"dry_run": True, "sample": stats.sample}
+    if result.deletion is not None:
+        data["deletion"] = result.deletion
     return None, {"success": stats.records_failed == 0, "data": data, "statistics": statistics}
 
 
@@ -147,18 +169,25 @@ def http_response(
     headers = {"content-type": "application/json"}
     if error is not None and error.http_status == 405:
         headers["Allow"] = "GET, POST"
-    if error is not None and error.http_status == 503:
+    if error is not None and (error.http_status == 503 or error.retry_after is not None):
         headers["Retry-After"] = str(max(math.ceil(error.retry_after or 1), 1))
     body = json.dumps(document, separators=(",", ":"))
     return {"statusCode": status, "headers": headers, "body": body, "isBase64Encoded": False}
 
 
-def _key_error(outcome: KeyOutcome, delete_missing: bool) -> SyncError | None:
+def _key_error(
+    outcome: KeyOutcome, result: RunResult, *, delete_missing: bool, dry_run: bool
+) -> SyncError | None:
     if outcome.error is not None or not delete_missing or outcome.value_type is not None:
         return outcome.error  # a value was read, or the key is missing without delete_missing
+    refused = (result.deletion or {}).get("refused")
     done = {
         Action.DELETED: "its DynamoDB record was deleted",
         Action.MISSING: "no record to delete",
         Action.SUPERSEDED: "its record was kept: a sync stored the key after it was seen missing",
     }[outcome.action]
+    if dry_run and outcome.action is Action.DELETED:
+        done = "its DynamoDB record would be deleted (dry run)"
+    elif refused and outcome.action is Action.MISSING:
+        done = f"the deletion guard would refuse to delete its record: {refused}"
     return NotFoundError(f"Key '{outcome.key}' does not exist in the KV namespace; {done}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 
 from kv_sync.errors import ConfigurationError
 
@@ -17,6 +18,7 @@ _NUMBERS = {
     "RECORD_TTL_DAYS": ("record_ttl_days", 30, 0, 36_500),
     "CLOUDFLARE_REQUESTS_PER_5_MINUTES": ("cloudflare_requests_per_5_minutes", 1200, 1, 100_000),
     "MAX_CONTINUATIONS": ("max_continuations", 50, 0, 1000),
+    "MAX_DELETE_PERCENT": ("max_delete_percent", 25, 0, 100),
 }
 _FLAGS = {
     "DELETE_MISSING": "delete_missing",
@@ -43,6 +45,7 @@ class Settings:
     cloudflare_requests_per_5_minutes: int = 1200
     self_invoke_continuation: bool = False
     max_continuations: int = 50
+    max_delete_percent: int = 25
 
 
 def load_settings() -> Settings:
@@ -53,7 +56,13 @@ def load_settings() -> Settings:
     ConfigurationError
         A variable is missing or out of range; the message names it.
     """
-    env = {name: os.environ.get(name, "").strip() for name in ENV_VARS}
+    return _parse(tuple(os.environ.get(name, "").strip() for name in ENV_VARS))
+
+
+@lru_cache(maxsize=4)
+def _parse(raw: tuple[str, ...]) -> Settings:
+    """Settings from the variables' values (cached: a container's environment is fixed)."""
+    env = dict(zip(ENV_VARS, raw, strict=True))
     missing = [name for name in _REQUIRED if not env[name]]
     if missing:
         raise ConfigurationError(f"Missing environment variables: {', '.join(missing)}")

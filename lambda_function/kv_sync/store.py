@@ -27,7 +27,7 @@ BATCH_GET_MAX = 100
 _THROTTLING = {"ProvisionedThroughputExceededException", "ThrottlingException"}
 _RETRYABLE = _THROTTLING | {"RequestLimitExceeded", "InternalServerError", "ServiceUnavailable"}
 _VERSION = {"ProjectionExpression": "sk, content_sha256, synced_at, created_at, #ttl"}
-_serialize = TypeSerializer().serialize
+serialize = TypeSerializer().serialize
 
 
 def read_states(table: str, pk: str, sort_keys: list[str]) -> tuple[dict[str, StoredState], int]:
@@ -46,18 +46,13 @@ def read_states(table: str, pk: str, sort_keys: list[str]) -> tuple[dict[str, St
     def read_pending() -> dict[str, Any]:
         nonlocal pending, calls
         calls += 1
-        response = _call("batch_get_item", table, RequestItems=pending)
+        response = call("batch_get_item", table, RequestItems=pending)
         states.update(_states(response.get("Responses", {}).get(table, [])))
         pending = response.get("UnprocessedKeys") or {}
         return pending
 
     if sort_keys:
-        Retrying(
-            stop=_stop_asking,
-            wait=wait_exponential_jitter(multiplier=0.05, max=2.0),
-            retry=retry_if_result(bool),  # keys left unprocessed
-            retry_error_callback=_unprocessed,
-        )(read_pending)
+        _ASK_AGAIN(read_pending)
     return states, calls
 
 
@@ -75,7 +70,7 @@ def query_states(table: str, pk: str, low: str, high: str) -> tuple[dict[str, St
     calls = 0
     while True:
         calls += 1
-        response = _call("query", table, **query)
+        response = call("query", table, **query)
         states.update(_states(response.get("Items", [])))
         if "LastEvaluatedKey" not in response:
             return states, calls
@@ -96,10 +91,10 @@ def write(table: str, record: Record, seen: StoredState | None) -> bool:
         "created_at": (seen.created_at if seen else None) or record.synced_at,
         "updated_at": record.synced_at,
     }
-    return _conditional(
+    return conditional(
         "put_item",
         TableName=table,
-        Item={name: _serialize(value) for name, value in item.items()},
+        Item={name: serialize(value) for name, value in item.items()},
         ConditionExpression="attribute_not_exists(pk) OR #synced_at < :synced_at",
         ExpressionAttributeNames={"#synced_at": "synced_at"},
         ExpressionAttributeValues={":synced_at": {"S": record.synced_at}},
@@ -112,7 +107,7 @@ def refresh(table: str, record: Record) -> bool:
     expression = "SET #synced_at = :synced_at REMOVE #ttl"
     if record.ttl is not None:
         expression, values[":ttl"] = "SET #synced_at = :synced_at, #ttl = :ttl", record.ttl
-    return _conditional(
+    return conditional(
         "update_item",
         TableName=table,
         Key={"pk": {"S": record.pk}, "sk": {"S": record.sk}},
@@ -123,13 +118,13 @@ def refresh(table: str, record: Record) -> bool:
             "#content": "content_sha256",
             "#ttl": "ttl",
         },
-        ExpressionAttributeValues={name: _serialize(value) for name, value in values.items()},
+        ExpressionAttributeValues={name: serialize(value) for name, value in values.items()},
     )
 
 
 def delete_if_older(table: str, pk: str, sk: str, seen_missing_at: str) -> bool:
     """Delete the record of a key gone from KV, unless a sync stored it after we looked."""
-    return _conditional(
+    return conditional(
         "delete_item",
         TableName=table,
         Key={"pk": {"S": pk}, "sk": {"S": sk}},
@@ -143,17 +138,17 @@ class _ConditionFailed(Exception):
     """A conditional write's condition did not hold: not an error for callers."""
 
 
-def _conditional(operation: str, **kwargs: Any) -> bool:
-    """A conditional write; ``False`` when its condition did not hold."""
+def conditional(operation: str, **kwargs: Any) -> bool:
+    """A conditional DynamoDB write; ``False`` when its condition did not hold."""
     try:
-        _call(operation, kwargs["TableName"], **kwargs)
+        call(operation, kwargs["TableName"], **kwargs)
     except _ConditionFailed:
         return False
     return True
 
 
-def _call(operation: str, table: str, **kwargs: Any) -> Any:
-    """One DynamoDB call under the Lambda deadline, its errors typed."""
+def call(operation: str, table: str, **kwargs: Any) -> Any:
+    """One DynamoDB call under the Lambda deadline, its errors typed (``SyncError``)."""
     try:
         return runtime.run_within_deadline(getattr(runtime.client("dynamodb"), operation), **kwargs)
     except ClientError as exc:
@@ -206,3 +201,13 @@ def _unprocessed(retry_state: Any) -> Any:
     raise StorageError(
         "DynamoDB kept returning unprocessed keys (throttled) after retries", is_retryable=True
     )
+
+
+# Asks again, with backoff, while DynamoDB leaves keys unprocessed (one instance: tenacity
+# keeps each call's state per thread).
+_ASK_AGAIN = Retrying(
+    stop=_stop_asking,
+    wait=wait_exponential_jitter(multiplier=0.05, max=2.0),
+    retry=retry_if_result(bool),
+    retry_error_callback=_unprocessed,
+)

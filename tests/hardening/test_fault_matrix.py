@@ -326,8 +326,8 @@ def check(base: Baseline, case: Case, outcome: Outcome, *, new_record: bool | No
         assert outcome.failure_types() == [case.error]
         assert outcome.metric("SyncSucceeded") is None
     assert outcome.metric("CloudflareApiCalls") == stats["cloudflare_api_calls"]
-    assert outcome.metric("CloudflareRetries") == stats["cloudflare_retries"]
-    assert outcome.metric("DynamoDBWrites") == stats["dynamodb_writes"]
+    assert outcome.counted("CloudflareRetries") == stats["cloudflare_retries"]
+    assert outcome.counted("DynamoDBWrites") == stats["dynamodb_writes"]
 
     # DynamoDB: the old record untouched, or the whole new one
     expect_new = (case.error is None) if new_record is None else new_record
@@ -564,7 +564,7 @@ def test_newer_record_in_table_wins_over_this_sync(baseline: Baseline):
     assert outcome.document["data"]["record"]["superseded"] is True
     assert outcome.document["data"]["processing_summary"]["record_stored"] is False
     assert outcome.document["statistics"]["dynamodb_writes"] == 0
-    assert outcome.metric("DynamoDBWrites") == 0
+    assert outcome.counted("DynamoDBWrites") == 0
     assert stack.item(KEY) == before
     outcome.assert_no_secrets(*baseline.secrets())
 
@@ -776,15 +776,18 @@ def test_scheduled_run_raises_retryable_failures_for_lambda_to_retry(baseline: B
     outcome.assert_no_secrets(*baseline.secrets())
 
 
-def test_scheduled_run_returns_permanent_failures(baseline: Baseline):
+def test_scheduled_run_raises_permanent_failures_too(baseline: Baseline):
     # GIVEN Cloudflare refuses the token
     baseline.stack.emulator.add_fault(status=403, times=-1, path_contains="/bulk/get")
 
     # WHEN the schedule syncs the key
     outcome = baseline.invoke(load_event("scheduledEvent.json"), env={"DEFAULT_KEY_NAME": KEY})
 
-    # THEN the failure is returned, not raised: a retry would not help
-    assert outcome.raised is None
-    assert outcome.document["error"]["type"] == "AUTH_ERROR"
+    # THEN the handler raised the failure, though a retry would not help: nobody reads a
+    # scheduled run's reply, so Lambda's Errors metric and failure queue must see it
+    assert outcome.raised is not None
+    assert outcome.raised["type"] == "AUTH_ERROR"
+    assert outcome.raised["is_retryable"] is False
     assert outcome.failure_types() == ["AUTH_ERROR"]
+    assert_old_or_new(baseline, expect_new=False)
     outcome.assert_no_secrets(*baseline.secrets())

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,6 +12,7 @@ import pytest
 from tests.support.aws_calls import recorded_calls
 from tests.support.function import load_event
 from tests.support.iam import WRITE_OPERATIONS, granted_dynamodb_operations
+from tests.support.kv_data import seed
 from tests.support.stack import Stack
 
 DAY = 86_400
@@ -21,9 +21,9 @@ DAY = 86_400
 @pytest.fixture(autouse=True)
 def small_pages(monkeypatch: pytest.MonkeyPatch) -> None:
     # Ten keys a listing page (the API's minimum) so a few dozen keys span pages.
-    from kv_sync import engine
+    from kv_sync import pages
 
-    monkeypatch.setattr(engine, "LIST_PAGE_SIZE", 10)
+    monkeypatch.setattr(pages, "LIST_PAGE_SIZE", 10)
 
 
 @pytest.fixture
@@ -32,48 +32,6 @@ def one_page_per_invocation(monkeypatch: pytest.MonkeyPatch) -> None:
     from kv_sync import engine
 
     monkeypatch.setattr(engine, "MIN_PAGE_SECONDS", 3_600.0)
-
-
-@pytest.fixture
-def lambda_stub(stack: Stack) -> Iterator[list[dict[str, Any]]]:
-    """The function's Lambda client, stubbed: each ``Invoke`` it makes is recorded."""
-    from botocore.stub import ANY, Stubber
-
-    from kv_sync import runtime
-
-    client = runtime.client("lambda")
-    invoked: list[dict[str, Any]] = []
-
-    def record(params: dict[str, Any], **kwargs: Any) -> None:
-        invoked.append(dict(params))
-
-    client.meta.events.register("before-parameter-build.lambda.Invoke", record)
-    with Stubber(client) as stubber:
-        for _ in range(5):
-            stubber.add_response(
-                "invoke",
-                {"StatusCode": 202},
-                {"FunctionName": ANY, "InvocationType": "Event", "Payload": ANY},
-            )
-        yield invoked
-    client.meta.events.unregister("before-parameter-build.lambda.Invoke", record)
-
-
-def seed(stack: Stack, count: int, prefix: str = "flags/") -> dict[str, bytes]:
-    """``count`` keys of mixed kinds: text, JSON, binary (every 7th), some with metadata."""
-    values: dict[str, bytes] = {}
-    for i in range(count):
-        key = f"{prefix}{i:03d}"
-        if i % 7 == 3:
-            value = bytes([0xFF, 0xFE, i % 256])  # binary: bulk get cannot return it
-        elif i % 2:
-            value = json.dumps({"n": i, "on": bool(i % 3)}).encode()
-        else:
-            value = f"text value {i}".encode()
-        metadata = {"owner": "team", "rev": i} if i % 5 == 0 else None
-        stack.emulator.put(stack.namespace_id, key, value, metadata=metadata)
-        values[key] = value
-    return values
 
 
 def test_whole_namespace_is_copied_page_by_page(stack: Stack):
@@ -98,10 +56,14 @@ def test_whole_namespace_is_copied_page_by_page(stack: Stack):
     raw_reads = [r for r in stack.emulator.requests if "/values/" in r.path]
     assert len(raw_reads) == binary
     assert response["data"]["selector"] == {"all": True}
-    # AND one Query per page read the stored versions, then one write per record
-    assert calls.count("Query") == stats["dynamodb_batches"] == 4
-    assert sum(calls.count(write) for write in WRITE_OPERATIONS) == 35
-    assert len(calls) == 4 + 35
+    # AND the run took the namespace's lease first, recorded its sync state and released
+    # the lease last; in between, one Query per page read the stored versions, then one
+    # write per record
+    assert (calls[0], *calls[-2:]) == ("PutItem", "UpdateItem", "DeleteItem")
+    assert stats["state_writes"] == 3
+    assert calls[1:-2].count("Query") == stats["dynamodb_batches"] == 4
+    assert sum(calls[1:-2].count(write) for write in WRITE_OPERATIONS) == 35
+    assert len(calls) == 1 + 4 + 35 + 2
     assert set(calls) <= granted_dynamodb_operations()
 
 
@@ -115,7 +77,8 @@ def test_unchanged_resync_issues_no_writes(stack: Stack):
     with recorded_calls("dynamodb") as calls:
         response = stack.invoke({"all": True})
 
-    # THEN every record is unchanged and nothing was written, synced_at included
+    # THEN every record is unchanged and no record was written, synced_at included: the
+    # run's only writes took its lease, recorded its sync state and released the lease
     stats = response["statistics"]
     assert response["data"]["message"] == (
         "Synced 35 key(s): 0 written, 35 unchanged, 0 deleted, 0 failed; complete"
@@ -124,7 +87,8 @@ def test_unchanged_resync_issues_no_writes(stack: Stack):
     assert stats["records_written"] == 0
     assert stats["dynamodb_writes"] == 0
     assert stats["dynamodb_batches"] >= 4
-    assert set(calls) == {"Query"}
+    assert stats["state_writes"] == 3
+    assert [call for call in calls if call != "Query"] == ["PutItem", "UpdateItem", "DeleteItem"]
     assert stack.items() == before
     assert first["statistics"]["records_written"] == 35
 
@@ -213,12 +177,19 @@ def test_key_names_use_one_bulk_get_and_report_missing_names(stack: Stack):
     assert response["statistics"]["records_written"] == 3
     bulk_gets = [r for r in stack.emulator.requests if r.path.endswith("/bulk/get")]
     assert len(bulk_gets) == 1
-    assert calls[0] == "BatchGetItem"
-    assert len(calls) == 4 and set(calls[1:]) <= set(WRITE_OPERATIONS)
+    # (between taking the run's lease and releasing it)
+    assert calls[:2] == ["PutItem", "BatchGetItem"] and calls[-1] == "DeleteItem"
+    assert len(calls) == 6 and set(calls[2:-1]) <= set(WRITE_OPERATIONS)
+    assert response["statistics"]["dynamodb_writes"] == 3
+    assert response["statistics"]["state_writes"] == 2
 
 
-def test_named_key_gone_from_kv_is_deleted_with_delete_missing(stack: Stack):
-    # GIVEN two synced keys, one then deleted in KV
+def test_named_key_gone_from_kv_is_deleted_with_delete_missing(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+):
+    # GIVEN two synced keys, one then deleted in KV, and a deletion guard that lets a
+    # run delete every record it selects
+    monkeypatch.setenv("MAX_DELETE_PERCENT", "100")
     seed(stack, 3)
     stack.invoke({"key_names": ["flags/000", "flags/001"]})
     stack.emulator.delete(stack.namespace_id, "flags/001")
@@ -313,7 +284,7 @@ def test_function_url_partial_failure_is_207(stack: Stack):
     assert json.loads(response["body"])["data"]["failed_keys"][0]["key"] == "missing"
 
 
-def test_listing_failure_stops_without_deleting_and_can_resume(stack: Stack):
+def test_listing_failure_stops_and_its_resumed_run_deletes_nothing(stack: Stack):
     # GIVEN a synced namespace, one key then deleted in KV
     values = seed(stack, 25)
     stack.invoke({"all": True})
@@ -330,13 +301,22 @@ def test_listing_failure_stops_without_deleting_and_can_resume(stack: Stack):
     assert response["statistics"]["records_deleted"] == 0
     assert stack.values() == values
 
-    # AND once Cloudflare recovers the cursor finishes the run, deletion included
+    # AND once Cloudflare recovers the cursor finishes the run, but deletes nothing: a
+    # run one of whose pages failed cannot vouch for its listing
     stack.emulator.clear_faults()
     resumed = stack.invoke(
         {"all": True, "delete_missing": True, "cursor": response["statistics"]["next_cursor"]}
     )
+    assert resumed["success"] is True, resumed
     assert resumed["statistics"]["complete"] is True
-    assert resumed["statistics"]["records_deleted"] == 1
+    assert resumed["statistics"]["records_deleted"] == 0
+    assert resumed["data"]["deletion"]["skipped"] == "a page of this run failed"
+    assert "flags/024" in stack.values()
+
+    # AND the next run, whose pages all succeed, deletes the record
+    again = stack.invoke({"all": True, "delete_missing": True})
+    assert again["statistics"]["records_deleted"] == 1
+    assert again["data"]["deletion"]["skipped"] is None
     assert "flags/024" not in stack.values()
 
 

@@ -415,6 +415,8 @@ class Walk:
     plans: set[str] = field(default_factory=set)
     rotation: dict[str, Any] = field(default_factory=dict)
     error: BaseException | None = None
+    # the function's own minimum time for a further page (the walk raises it)
+    min_page_seconds: float = 0.0
 
 
 @cache
@@ -491,7 +493,7 @@ class Handlers:
         return json.dumps(output, default=str) + "\n"
 
     def _lambda_invoke(self, call: AwsCall) -> str:
-        from kv_sync import events
+        from kv_sync import engine, events
         from kv_sync.handler import lambda_handler
 
         params = call.params
@@ -503,11 +505,17 @@ class Handlers:
             )
         payload = json.loads(params.get("Payload", b"{}"))
         events.parse_event(payload, "default-key")  # a ValidationError fails the test
-        document = lambda_handler(payload, LambdaContext(timeout_ms=60_000))
+        asynchronous = params.get("InvocationType") == "Event"
+        with pytest.MonkeyPatch.context() as patch:
+            if asynchronous or not (payload == {"all": True} or "cursor" in payload):
+                # Only the run the document continues with its next_cursor stops after a
+                # page; every other one runs to its end, as in a small namespace, so that
+                # no unfinished run keeps the namespace's lease from the next commands.
+                patch.setattr(engine, "MIN_PAGE_SECONDS", self.walk.min_page_seconds)
+            document = lambda_handler(payload, LambdaContext(timeout_ms=60_000))
         self.walk.invoked.append(
             Invoked(call.command.line, self.walk.section, "aws lambda invoke", payload, document)
         )
-        asynchronous = params.get("InvocationType") == "Event"
         outfile = call.positional[0]
         self.walk.shell.files[outfile] = "" if asynchronous else json.dumps(document)
         self.walk.written.add(outfile)
@@ -755,19 +763,24 @@ def _documents(text: str) -> list[Any]:
     return documents
 
 
+# Under flags/: one listing page (a prefix run completes in one invocation and frees
+# the namespace's lease); with the three named keys, two pages for the whole namespace.
+FLAG_KEYS = 9
+
+
 def seed(emulator: KVEmulator, namespace_id: str) -> None:
-    """The keys the document's examples name, and enough under flags/ for several pages."""
+    """The keys the document's examples name, and enough for an ``all`` run of two pages."""
     emulator.put(namespace_id, "redirect-all-users-to-essentials", '{"enabled": true}')
     emulator.put(namespace_id, "classic-domain", "classic.example.com")
     emulator.put(namespace_id, "maintenance-window", "sat 02:00-04:00", metadata={"tz": "UTC"})
-    for index in range(15):
+    for index in range(FLAG_KEYS):
         emulator.put(namespace_id, f"flags/{index:03d}", json.dumps({"on": index % 2 == 0}))
 
 
 @pytest.fixture(scope="module")
 def walk(moto_server_url: str) -> Iterator[Walk]:
     """Run every shell block of DEPLOYMENT.md in order, as one session."""
-    from kv_sync import engine
+    from kv_sync import engine, pages
     from kv_sync.handler import lambda_handler
 
     suffix = uuid.uuid4().hex[:8]
@@ -789,8 +802,10 @@ def walk(moto_server_url: str) -> Iterator[Walk]:
             patch.setenv(name, value)
         # Ten keys a listing page and one page an invocation (no invocation has the
         # time a second page needs), so the document's "continue with next_cursor"
-        # commands meet a real, unfinished run.
-        patch.setattr(engine, "LIST_PAGE_SIZE", 10)
+        # commands meet a real, unfinished run. (An unfinished run keeps the namespace's
+        # lease, so the runs nobody continues fit in one page; see seed.)
+        min_page_seconds = engine.MIN_PAGE_SECONDS
+        patch.setattr(pages, "LIST_PAGE_SIZE", 10)
         patch.setattr(engine, "MIN_PAGE_SECONDS", 3_600.0)
         fresh_container()
         from local.aws_setup import create_secret, create_table
@@ -826,6 +841,7 @@ def walk(moto_server_url: str) -> Iterator[Walk]:
                 },
             )
             result = Walk(shell, emulator, namespace_id, table, secret, url, queue_url)
+            result.min_page_seconds = min_page_seconds
             shell.handlers.update(Handlers(result, moto_server_url).table())
             try:
                 for block in shell_blocks():
@@ -1028,11 +1044,15 @@ def test_the_secret_template_is_rejected_until_filled_in() -> None:
 
 def test_get_item_and_query_find_the_synced_records(walk: Walk) -> None:
     completed(walk)
-    (get,) = [c for c in walk.aws if c.operation == "get-item"]
+    get, sync_state = [c for c in walk.aws if c.operation == "get-item"]
     assert get.params["Key"] == {
         "pk": {"S": f"NAMESPACE#{walk.namespace_id}"},
         "sk": {"S": "KEY#classic-domain"},
     }
+    # the freshness marker the document reads: the whole namespace's last complete run
+    assert sync_state.params["Key"]["sk"] == {"S": "#SYNC#all"}
+    run = sync_state.result["Item"]["last_complete"]["M"]
+    assert run["complete"] == {"BOOL": True} and int(run["listed"]["N"]) > 0
     item = get.result["Item"]
     assert item["value"] == {"S": "classic.example.com"}
     assert item["namespace_name"] == {"S": NAMESPACE_TITLE}
@@ -1257,6 +1277,11 @@ def test_the_alarm_table_is_what_monitoring_tf_creates() -> None:
         f"dynamodb-{key}" for key in re.findall(r"^    ([a-z-]+) = \{", per_metric["body"], re.M)
     }
     assert 'alarm_name          = "${var.lambda_function_name}-dynamodb-${each.key}"' in monitoring
+    # one alarm per critical error type, from one for_each over local.critical_errors
+    critical = re.search(r"critical_errors = \{\n(?P<body>.*?)\n  \}\n", monitoring, re.DOTALL)
+    assert critical is not None
+    created |= set(re.findall(r"^    ([a-z-]+) = \{", critical["body"], re.M))
+    assert 'alarm_name          = "${var.lambda_function_name}-${each.key}"' in monitoring
     assert documented == created
 
 

@@ -20,6 +20,7 @@ from local import runner
 from local.aws_setup import TIMEOUT_SECONDS
 from tests.support.runner import documents
 from tests.support.stack import TOKEN
+from tests.support.table import snapshot
 
 if TYPE_CHECKING:
     from tests.support.stack import Stack
@@ -56,8 +57,8 @@ def env_credentials(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def small_pages(monkeypatch: pytest.MonkeyPatch) -> None:
     """Pages of 10 keys (Cloudflare's minimum listing page), so that a few keys make pages."""
-    monkeypatch.setattr("kv_sync.engine.LIST_PAGE_SIZE", 10)
-    monkeypatch.setattr("kv_sync.engine.NAMES_PAGE_SIZE", 10)
+    monkeypatch.setattr("kv_sync.pages.LIST_PAGE_SIZE", 10)
+    monkeypatch.setattr("kv_sync.pages.NAMES_PAGE_SIZE", 10)
 
 
 @pytest.fixture
@@ -317,6 +318,62 @@ def test_more_names_than_one_event_takes_run_as_several_runs(
     assert second["data"]["selector"] == {"key_names": ["present"]}
     assert second["success"] is True
     assert stack.values() == {"present": b"here"}
+
+
+@pytest.mark.usefixtures("env_credentials", "small_pages", "one_page_per_invocation")
+def test_dry_run_follows_the_run_and_writes_nothing(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN 15 synced keys (two listing pages), then one changed and one gone from KV
+    seed(stack, 15)
+    argv = runner_args(stack)
+    assert runner.main(["--all", "--follow", *argv]) == 0
+    stack.emulator.put(stack.namespace_id, "flags/004", "changed")
+    stack.emulator.delete(stack.namespace_id, "flags/012")
+    capsys.readouterr()
+    before = snapshot(stack)
+
+    # WHEN the runner dry-runs the namespace with --delete-missing, following cursors
+    code = runner.main(["--all", "--delete-missing", "--dry-run", "--follow", *argv])
+
+    # THEN it printed each invocation's dry-run document, and the table is unchanged
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    dry = documents(captured.out)
+    assert [d["data"]["dry_run"] for d in dry] == [True, True]
+    assert all(d["data"]["message"].startswith("Dry run, nothing written") for d in dry)
+    assert dry[0]["data"]["sample"]["written"] == ["flags/004"]
+    assert dry[-1]["data"]["sample"]["deleted"] == ["flags/012"]
+    assert snapshot(stack) == before
+
+    # AND the real run then does what the dry run said
+    assert runner.main(["--all", "--delete-missing", "--follow", *argv]) == 0
+    real = documents(capsys.readouterr().out)
+    for field in ("records_written", "records_unchanged", "records_deleted"):
+        assert [d["statistics"][field] for d in real] == [d["statistics"][field] for d in dry]
+    assert "flags/012" not in stack.values()
+
+
+@pytest.mark.usefixtures("env_credentials")
+def test_dry_run_of_one_key_writes_nothing(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN a key in KV, never synced
+    stack.emulator.put(stack.namespace_id, "classic-domain", "classic.example.com")
+    argv = ["--key-name", "classic-domain", *runner_args(stack)]
+
+    # WHEN the runner dry-runs it
+    code = runner.main([*argv, "--dry-run"])
+
+    # THEN the document says it would be stored, and nothing was
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    (document,) = documents(captured.out)
+    assert document["data"]["message"] == (
+        "Dry run: 'classic-domain' would be stored; nothing was written"
+    )
+    assert document["data"]["dry_run"] is True
+    assert stack.item("classic-domain") is None
 
 
 @pytest.mark.usefixtures("env_credentials")

@@ -8,6 +8,7 @@ overlapping invocations.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Any
@@ -16,6 +17,7 @@ from urllib.parse import quote
 import pytest
 
 from tests.support.aws_calls import recorded_calls
+from tests.support.function import load_event
 from tests.support.iam import WRITE_OPERATIONS, granted_dynamodb_operations
 from tests.support.stack import Stack
 
@@ -156,8 +158,12 @@ def test_ttl_near_expiry_is_extended_without_rewriting_the_record(stack: Stack):
     }
 
 
-def test_syncs_call_only_what_the_execution_role_grants(stack: Stack):
-    # GIVEN keys to create, change, leave alone and delete
+def test_syncs_call_only_what_the_execution_role_grants(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+):
+    # GIVEN keys to create, change, leave alone and delete, and a deletion guard that
+    # lets a run delete every record it selects
+    monkeypatch.setenv("MAX_DELETE_PERCENT", "100")
     ns = stack.namespace_id
     for key in ("a", "b", "c"):
         stack.emulator.put(ns, key, f"value {key}")
@@ -187,8 +193,12 @@ def test_syncs_call_only_what_the_execution_role_grants(stack: Stack):
     ],
     ids=["record-stored", "no-record"],
 )
-def test_missing_key_with_delete_missing(stack: Stack, stored: bool, message: str):
-    # GIVEN a key gone from KV, whose record is stored or not
+def test_missing_key_with_delete_missing(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, stored: bool, message: str
+):
+    # GIVEN a key gone from KV, whose record is stored or not, and a deletion guard that
+    # lets a run delete every record it selects (here: the one record of the key)
+    monkeypatch.setenv("MAX_DELETE_PERCENT", "100")
     if stored:
         stack.emulator.put(stack.namespace_id, "gone", "soon gone")
         assert stack.invoke({"key_name": "gone"})["success"] is True
@@ -381,3 +391,48 @@ def test_dropped_connections_are_retried(stack: Stack):
     # THEN both were retried and the third attempt succeeded
     assert response["success"] is True, response
     assert response["statistics"]["cloudflare_retries"] == 2
+
+
+@pytest.mark.parametrize("secret", ["", "   "], ids=["empty", "blank"])
+def test_scheduled_run_with_an_unusable_secret_raises(stack: Stack, secret: str):
+    # GIVEN the secret holds no credentials
+    if secret:
+        stack.put_raw_secret(secret)
+    else:  # a secret created without a value, as Terraform leaves it
+        stack.secrets.delete_secret(SecretId=stack.secret, ForceDeleteWithoutRecovery=True)
+        stack.secrets.create_secret(Name=stack.secret)
+    stack.emulator.put(stack.namespace_id, "flag", "on")
+    event = load_event("scheduledEvent.json")
+    event["detail"] = {"key_name": "flag"}
+
+    # WHEN the schedule runs the function
+    from kv_sync.errors import SyncError
+
+    with pytest.raises(SyncError) as raised:
+        stack.invoke(event)
+
+    # THEN the handler raised the configuration error, though retrying will not help,
+    # so that Lambda's Errors metric and failure queue see the run fail
+    assert raised.value.type == "CONFIGURATION_ERROR"
+    assert raised.value.is_retryable is False
+    assert stack.item("flag") is None
+    assert stack.emulator.requests == []
+
+
+def test_scheduled_run_with_failed_keys_returns_its_document(stack: Stack):
+    # GIVEN five ordinary keys and one value too large for an item, even compressed
+    for i in range(5):
+        stack.emulator.put(stack.namespace_id, f"k{i}", f"value {i}")
+    stack.emulator.put(stack.namespace_id, "huge", os.urandom(600_000))
+    event = load_event("scheduledEvent.json")
+    event["detail"] = {"all": True}
+
+    # WHEN the schedule syncs the namespace
+    document = stack.invoke(event)
+
+    # THEN the completed run returns, listing the key that failed, and stored the rest
+    assert document["success"] is False
+    assert document["statistics"]["complete"] is True
+    assert [failed["key"] for failed in document["data"]["failed_keys"]] == ["huge"]
+    assert document["data"]["failed_keys"][0]["type"] == "VALUE_TOO_LARGE"
+    assert set(stack.values()) == {f"k{i}" for i in range(5)}

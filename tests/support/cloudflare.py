@@ -101,12 +101,13 @@ def stored_item(dynamodb: Any, key: str) -> dict[str, Any] | None:
 
 
 def stored_items(dynamodb: Any) -> dict[str, dict[str, Any]]:
-    """Every record of the test namespace, by KV key name."""
+    """Every record of the test namespace, by KV key name (not the runs' bookkeeping
+    items, whose sort keys start with ``#``)."""
     items: dict[str, dict[str, Any]] = {}
     kwargs: dict[str, Any] = {
         "TableName": TABLE,
-        "KeyConditionExpression": "pk = :pk",
-        "ExpressionAttributeValues": {":pk": {"S": PK}},
+        "KeyConditionExpression": "pk = :pk AND begins_with(sk, :records)",
+        "ExpressionAttributeValues": {":pk": {"S": PK}, ":records": {"S": "KEY#"}},
         "ConsistentRead": True,
     }
     while True:

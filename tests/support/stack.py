@@ -69,19 +69,33 @@ class Stack:
         return None if raw is None else _plain(raw)
 
     def items(self) -> dict[str, dict[str, Any]]:
-        """Every record of the namespace, by key name."""
-        found: dict[str, dict[str, Any]] = {}
+        """Every record of the namespace, by key name (not the run's own items)."""
+        return {item["key"]: item for item in self._partition("KEY#")}
+
+    def run_items(self) -> dict[str, dict[str, Any]]:
+        """The run's own items beside the records, by sort key: ``#LEASE``, pending
+        deletions (``#RUN#<run id>#DELETE#<part>``), sync states (``#SYNC#...``)."""
+        return {item["sk"]: item for item in self._partition("#")}
+
+    def lease(self) -> dict[str, Any] | None:
+        """The namespace's lease item (a multi-key run holds it), or ``None``."""
+        return self.run_items().get("#LEASE")
+
+    def _partition(self, sort_key_start: str) -> list[dict[str, Any]]:
+        """The namespace's items whose sort key starts with ``sort_key_start``."""
+        found: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {
             "TableName": self.table,
-            "KeyConditionExpression": "pk = :pk",
-            "ExpressionAttributeValues": {":pk": {"S": f"NAMESPACE#{self.namespace_id}"}},
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :start)",
+            "ExpressionAttributeValues": {
+                ":pk": {"S": f"NAMESPACE#{self.namespace_id}"},
+                ":start": {"S": sort_key_start},
+            },
             "ConsistentRead": True,
         }
         while True:
             page = self.dynamodb.query(**kwargs)
-            for raw in page["Items"]:
-                item = _plain(raw)
-                found[item["key"]] = item
+            found += [_plain(raw) for raw in page["Items"]]
             if "LastEvaluatedKey" not in page:
                 return found
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]

@@ -150,6 +150,10 @@ class Outcome:
                 values.append(sum(raw) if isinstance(raw, list) else raw)
         return float(sum(values)) if values else None
 
+    def counted(self, name: str) -> float:
+        """Sum of a count metric, 0 when never emitted (the function leaves zero counts out)."""
+        return self.metric(name) or 0.0
+
     def failure_types(self) -> list[str]:
         """The ``ErrorType`` of every ``SyncFailed`` document."""
         return [doc.get("ErrorType", "?") for doc in self.emf() if "SyncFailed" in doc]

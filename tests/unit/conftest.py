@@ -64,6 +64,7 @@ def _function_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         "CLOUDFLARE_REQUESTS_PER_5_MINUTES",
         "SELF_INVOKE_CONTINUATION",
         "MAX_CONTINUATIONS",
+        "MAX_DELETE_PERCENT",
     ):
         monkeypatch.delenv(name, raising=False)
     _fresh_function_state()
@@ -144,6 +145,53 @@ def dynamodb_calls(aws: Any) -> Iterator[list[str]]:
     events.register("before-call.dynamodb", record)
     yield calls
     events.unregister("before-call.dynamodb", record)
+
+
+def _item_of(params: dict[str, Any]) -> str:
+    """What a DynamoDB call is about: ``record`` (``KEY#...``), ``lease``, ``pending``
+    (a run's pending deletions), or the sort key of another bookkeeping item."""
+    sk = ((params.get("Item") or params.get("Key") or {}).get("sk") or {}).get("S")
+    if sk is None:
+        sk = (params.get("ExpressionAttributeValues") or {}).get(":sk", {}).get("S")
+    if sk is None or sk.startswith("KEY#"):  # batch reads and range queries read records
+        return "record"
+    if sk == "#LEASE":
+        return "lease"
+    return "pending" if sk.startswith("#RUN#") else sk
+
+
+@pytest.fixture
+def dynamodb_items(aws: Any) -> Iterator[list[tuple[str, str]]]:
+    """Every DynamoDB call the function makes, in order, as (operation, what it is about):
+    ``("PutItem", "record")``, ``("DeleteItem", "lease")``, ``("PutItem", "pending")``..."""
+    from kv_sync import runtime
+
+    calls: list[tuple[str, str]] = []
+
+    def record(params: dict[str, Any], model: Any, **_: Any) -> None:
+        calls.append((model.name, _item_of(params)))
+
+    events = runtime.client("dynamodb").meta.events
+    events.register("provide-client-params.dynamodb", record, unique_id="tests-dynamodb-items")
+    yield calls
+    events.unregister("provide-client-params.dynamodb", unique_id="tests-dynamodb-items")
+
+
+@pytest.fixture
+def small_pages(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Listing pages of 2 keys, so that a handful of keys spans pages."""
+    from kv_sync import pages
+
+    monkeypatch.setattr(pages, "LIST_PAGE_SIZE", 2)
+    return 2
+
+
+@pytest.fixture
+def one_page_per_invocation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No page after the first fits: every invocation stops after one page."""
+    from kv_sync import engine
+
+    monkeypatch.setattr(engine, "MIN_PAGE_SECONDS", 1e9)
 
 
 @pytest.fixture

@@ -19,20 +19,13 @@ import pytest
 import requests
 
 from kv_sync import cloudflare, errors
-from kv_sync.cloudflare import BULK_GET_MAX, SESSION, KVClient, encode_key, split_timeout
+from kv_sync.cloudflare import BULK_GET_MAX, SESSION, encode_key, split_timeout
 from kv_sync.cloudflare_replies import parse_retry_after
-from kv_sync.credentials import CloudflareCredentials
-from kv_sync.model import CallStats, KeyPage, KVEntry
+from kv_sync.model import KeyPage, KVEntry
 from kv_sync.ratelimit import RateLimiter
-from kv_sync.runtime import Deadline
-from kv_sync.settings import Settings
-from local.lambda_context import LambdaContext
 from tests.support.cloudflare import (
-    ACCOUNT_ID,
     BULK_GET_URL,
-    CF_BASE,
     KEYS_URL,
-    NAMESPACE_ID,
     NAMESPACE_URL,
     FakeNamespace,
     bulk_entry,
@@ -42,53 +35,9 @@ from tests.support.cloudflare import (
     failure,
     list_keys_reply,
 )
+from tests.support.kv_client import Client, text_entry
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class Client:
-    """A KVClient with its call counters and recorded sleeps."""
-
-    def __init__(
-        self,
-        timeout_ms: int | None = 30_000,
-        attempts: int = 3,
-        timeout_s: float = 30.0,
-        limiter: RateLimiter | None = None,
-    ) -> None:
-        self.slept: list[float] = []
-        self.stats = CallStats()
-        context: Any = LambdaContext(timeout_ms=timeout_ms) if timeout_ms is not None else None
-        creds = CloudflareCredentials(
-            api_token="tok-abcdefgh",
-            account_id=ACCOUNT_ID,
-            namespace_id=NAMESPACE_ID,
-            namespace_name="flags",
-        )
-        settings = Settings(
-            table_name="t",
-            secret_name="s",
-            api_base_url=CF_BASE,
-            api_timeout_seconds=timeout_s,
-            retry_max_attempts=attempts,
-        )
-        self.kv = KVClient(
-            creds,
-            settings,
-            Deadline(context),
-            self.stats,
-            limiter or RateLimiter(10_000),
-            sleep=self.slept.append,
-        )
-
-    def one(self, key: str) -> KVEntry | errors.SyncError | None:
-        return self.kv.get_entries([key])[key]
-
-
-def text_entry(client: Client, key: str) -> KVEntry:
-    entry = client.one(key)
-    assert isinstance(entry, KVEntry), entry
-    return entry
 
 
 # ---------------------------------------------------------------------- bulk get

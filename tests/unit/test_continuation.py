@@ -225,6 +225,25 @@ def test_explicit_delete_missing_is_passed_on(monkeypatch, invokes, delete_missi
     assert payload(calls[0])["delete_missing"] is delete_missing
 
 
+@pytest.mark.parametrize("flag", ["dry_run", "force_delete"])
+def test_dry_run_and_force_delete_are_passed_on(monkeypatch, invokes, flag):
+    # GIVEN a dry run, or a run forced past the deletion guard, that stops with a cursor
+    stubber, calls = invokes
+    current = settings(monkeypatch, SELF_INVOKE_CONTINUATION="true")
+    expect_invoke(stubber)
+    run = request({"all": True, "delete_missing": True, flag: True})
+
+    # WHEN it continues
+    continue_run(run, CURSOR, current, context())
+    following = request(sent_event(calls[0]))
+
+    # THEN the continuation is the same kind of run: a dry run still writes nothing
+    # (and its cursor is refused by a real run), a forced run is still forced at its end
+    assert payload(calls[0])[flag] is True
+    assert getattr(following, flag) is True
+    assert following.delete_missing is True
+
+
 def test_continues_below_max_continuations(monkeypatch, invokes):
     # GIVEN MAX_CONTINUATIONS=3 and the 2nd continuation running
     stubber, calls = invokes

@@ -1,8 +1,9 @@
-"""Multi-key runs (``kv_sync.engine``) through the handler: pages, cursors, deletions, replies.
+"""Multi-key runs (``kv_sync.engine``) through the handler: pages, cursors, replies.
 
 The namespace is a ``FakeNamespace`` served by ``responses``; listing pages are
-made small by lowering ``engine.LIST_PAGE_SIZE``. What is written for each key
-(the write policy) is ``test_write_policy.py``'s subject.
+made small by lowering ``pages.LIST_PAGE_SIZE``. What is written for each key
+(the write policy) is ``test_write_policy.py``'s subject; deletions are
+``test_deletions.py``'s and ``test_deletion_guard.py``'s, the lease ``test_lease.py``'s.
 """
 
 from __future__ import annotations
@@ -16,20 +17,13 @@ from typing import Any
 import pytest
 from botocore.stub import ANY, Stubber
 
-from kv_sync import cursor, engine, runtime
-from kv_sync.errors import ApiError
+from kv_sync import cursor, engine, pages, runtime
 from kv_sync.events import parse_event
-from kv_sync.handler import lambda_handler
 from kv_sync.model import SyncStats
 from local.lambda_context import LambdaContext
-from tests.support.cloudflare import (
-    BULK_GET_URL,
-    PK,
-    TABLE,
-    FakeNamespace,
-    stored_items,
-)
+from tests.support.cloudflare import BULK_GET_URL, stored_items
 from tests.support.function import load_event
+from tests.support.sync_runs import invoke, kv_values, lease, seed, values
 
 MULTI_KEY_STATISTICS = {
     "execution_time_ms",
@@ -44,60 +38,13 @@ MULTI_KEY_STATISTICS = {
     "cloudflare_retries",
     "dynamodb_batches",
     "dynamodb_writes",
+    "state_writes",
     "records_processed",
     "records_stored",
     "success_rate",
     "next_cursor",
     "complete",
 }
-
-
-def invoke(event: Any, context: LambdaContext | None = None) -> dict[str, Any]:
-    reply: dict[str, Any] = lambda_handler(event, context or LambdaContext())
-    return reply
-
-
-def seed(kv: FakeNamespace, names: list[str]) -> None:
-    for index, name in enumerate(names):
-        kv.put(name, json.dumps({"n": index}) if index % 2 else f"text {index}")
-
-
-def values(aws: Any) -> dict[str, Any]:
-    """Each stored key's value."""
-    return {key: item["value"] for key, item in stored_items(aws).items()}
-
-
-def kv_values(kv: FakeNamespace) -> dict[str, Any]:
-    return {key: entry.value.decode("utf-8") for key, entry in kv.entries.items()}
-
-
-def store_records(aws: Any, names: list[str]) -> None:
-    """Records for keys that are no longer (or never were) in KV."""
-    for name in names:
-        aws.put_item(
-            TableName=TABLE,
-            Item={
-                "pk": {"S": PK},
-                "sk": {"S": f"KEY#{name}"},
-                "key": {"S": name},
-                "value": {"S": "stale"},
-                "content_sha256": {"S": "stale"},
-                "synced_at": {"S": "2020-01-01T00:00:00.000000Z"},
-            },
-        )
-
-
-@pytest.fixture
-def small_pages(monkeypatch: pytest.MonkeyPatch) -> int:
-    """Listing pages of 2 keys, so that a handful of keys spans pages."""
-    monkeypatch.setattr(engine, "LIST_PAGE_SIZE", 2)
-    return 2
-
-
-@pytest.fixture
-def one_page_per_invocation(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No page after the first fits: every invocation stops after one page."""
-    monkeypatch.setattr(engine, "MIN_PAGE_SECONDS", 1e9)
 
 
 @pytest.fixture
@@ -200,21 +147,25 @@ def test_prefix_syncs_only_keys_under_it(aws, kv):
     assert reply["statistics"]["keys_listed"] == 2
 
 
-def test_unchanged_resync_of_many_keys_writes_nothing(aws, kv, small_pages, dynamodb_calls):
+def test_unchanged_resync_of_many_keys_writes_nothing(aws, kv, small_pages, dynamodb_items):
     # GIVEN a namespace synced once
     seed(kv, [f"k{i}" for i in range(5)])
     invoke({"all": True})
-    dynamodb_calls.clear()
+    dynamodb_items.clear()
 
     # WHEN it is synced again without changes
     reply = invoke({"all": True})
 
-    # THEN every key is unchanged and only the page reads touched DynamoDB
+    # THEN every key is unchanged and only the page reads touched records
     statistics = reply["statistics"]
     assert statistics["records_unchanged"] == 5
     assert statistics["records_written"] == statistics["dynamodb_writes"] == 0
     assert statistics["records_stored"] == 5
-    assert set(dynamodb_calls) == {"Query"}
+    assert {operation for operation, item in dynamodb_items if item == "record"} == {"Query"}
+    # AND the run's only writes were its lease, taken and released
+    lease_calls = [operation for operation, item in dynamodb_items if item == "lease"]
+    assert lease_calls == ["PutItem", "DeleteItem"]
+    assert lease(aws) is None
     assert reply["data"]["message"].startswith("Synced 5 key(s): 0 written, 5 unchanged")
 
 
@@ -344,90 +295,6 @@ def test_a_value_too_large_fails_that_key_only(aws, kv):
     assert reply["statistics"]["success_rate"] == pytest.approx(0.6667, abs=1e-4)
 
 
-# ------------------------------------------------------------------- deletions
-
-
-def test_keys_gone_from_every_page_are_deleted_with_delete_missing(aws, kv, small_pages):
-    # GIVEN records for a..h, of which only a, c, e and g are still in KV
-    store_records(aws, list("abcdefgh"))
-    seed(kv, list("aceg"))
-
-    # WHEN the namespace is synced with delete_missing, two keys a page
-    reply = invoke({"all": True, "delete_missing": True})
-
-    # THEN the records of b, d, f and h are gone, in whichever page's range they fell
-    assert sorted(values(aws)) == list("aceg")
-    statistics = reply["statistics"]
-    assert statistics["records_deleted"] == 4
-    assert statistics["dynamodb_writes"] == 8
-    assert statistics["records_processed"] == 8  # 4 fetched + 4 deleted
-    assert statistics["records_stored"] == 4
-    assert "4 deleted" in reply["data"]["message"]
-
-
-def test_nothing_is_deleted_without_delete_missing(aws, kv, small_pages):
-    # GIVEN records for a..d, of which only a and c are in KV
-    store_records(aws, list("abcd"))
-    seed(kv, list("ac"))
-
-    # WHEN the namespace is synced without delete_missing
-    reply = invoke({"all": True})
-
-    # THEN every record is kept
-    assert sorted(values(aws)) == list("abcd")
-    assert reply["statistics"]["records_deleted"] == 0
-
-
-def test_deployment_default_delete_missing_applies(aws, kv, monkeypatch):
-    # GIVEN DELETE_MISSING=true and a record whose key is gone
-    monkeypatch.setenv("DELETE_MISSING", "true")
-    store_records(aws, ["gone"])
-    seed(kv, ["kept"])
-
-    # WHEN a run does not say delete_missing, and another says false
-    invoke({"all": True, "delete_missing": False})
-    kept = sorted(values(aws))
-    invoke({"all": True})
-
-    # THEN the caller's false wins, and otherwise the deployment's default applies
-    assert kept == ["gone", "kept"]
-    assert sorted(values(aws)) == ["kept"]
-
-
-@pytest.mark.parametrize(
-    "prefix",
-    ["flags/", "é", "a\U0010ffff", "\U0010ffff", "z"],
-    ids=["slash", "two-byte", "ends-in-max", "only-max", "z"],
-)
-def test_prefix_with_delete_missing_deletes_only_under_the_prefix(aws, kv, prefix):
-    # GIVEN records under the prefix (some gone from KV) and right outside it
-    inside_gone = [prefix + "gone", prefix + "\U0010ffff", prefix + "\U0010ffff" * 3 + "z"]
-    outside = ["0", prefix[:-1] or "!", prefix[:-1] + chr(ord(prefix[-1]) - 1) + "\U0010ffff"]
-    if ord(prefix[-1]) < 0x10FFFF:
-        outside.append(prefix[:-1] + chr(ord(prefix[-1]) + 1))
-    store_records(aws, inside_gone + outside)
-    seed(kv, [prefix + "kept"])
-
-    # WHEN the prefix is synced with delete_missing
-    reply = invoke({"prefix": prefix, "delete_missing": True})
-
-    # THEN exactly the gone records under the prefix were deleted
-    assert reply["statistics"]["records_deleted"] == len(inside_gone)
-    assert sorted(values(aws)) == sorted([prefix + "kept", *outside])
-
-
-def test_a_key_equal_to_the_prefix_is_under_it(aws, kv):
-    # GIVEN a record of a key named exactly like the prefix, gone from KV
-    store_records(aws, ["flags/"])
-    seed(kv, ["flags/a"])
-
-    # WHEN the prefix is synced with delete_missing
-    invoke({"prefix": "flags/", "delete_missing": True})
-
-    # THEN that record is deleted too: the key starts with the prefix
-    assert sorted(values(aws)) == ["flags/a"]
-
-
 # ---------------------------------------------------------- stopping and cursors
 
 
@@ -462,7 +329,7 @@ def test_a_run_out_of_time_returns_a_cursor_that_finishes_it(
 
 def test_named_keys_continue_from_their_cursor(aws, kv, monkeypatch, one_page_per_invocation):
     # GIVEN five named keys read two at a time, one page per invocation
-    monkeypatch.setattr(engine, "NAMES_PAGE_SIZE", 2)
+    monkeypatch.setattr(pages, "NAMES_PAGE_SIZE", 2)
     names = [f"n{i}" for i in range(5)]
     seed(kv, names)
 
@@ -476,23 +343,6 @@ def test_named_keys_continue_from_their_cursor(aws, kv, monkeypatch, one_page_pe
     # THEN it took three invocations and every key was synced
     assert runs == 3
     assert sorted(values(aws)) == names
-
-
-def test_deletions_are_complete_across_continued_invocations(
-    aws, kv, small_pages, one_page_per_invocation
-):
-    # GIVEN records for a..f, of which b, d and f are gone from KV
-    store_records(aws, list("abcdef"))
-    seed(kv, list("ace"))
-
-    # WHEN a delete_missing run is followed page by page
-    event: dict[str, Any] = {"all": True, "delete_missing": True}
-    reply = invoke(event)
-    while not reply["data"]["complete"]:
-        reply = invoke({**event, "cursor": reply["data"]["next_cursor"]})
-
-    # THEN every gone record was deleted, and nothing else
-    assert sorted(values(aws)) == list("ace")
 
 
 def test_the_first_page_runs_even_with_little_time_left(aws, kv, small_pages):
@@ -533,7 +383,7 @@ def test_a_cursor_past_the_end_of_the_names_is_not_a_crash(aws, kv):
     # GIVEN a genuine cursor of a two-name run whose offset points past its names
     seed(kv, ["a", "b"])
     event: dict[str, Any] = {"key_names": ["a", "b"]}
-    past_the_end = cursor.encode(cursor.Position(offset=7), parse_event(event, "unused"))
+    past_the_end = cursor.encode(cursor.Position(offset=7), None, parse_event(event, "unused"))
 
     # WHEN it is sent
     reply = invoke({**event, "cursor": past_the_end})
@@ -560,7 +410,7 @@ def test_a_cursor_of_another_selector_is_bad_input(
     # THEN it is refused as bad input before anything is read
     assert reply["success"] is False
     assert reply["error"]["type"] == "VALIDATION_ERROR"
-    assert "different key_names, prefix or all selector" in reply["error"]["message"]
+    assert "cursor belongs to another request" in reply["error"]["message"]
     assert len(cf.calls) == calls_before
 
 
@@ -589,41 +439,6 @@ def test_a_forged_cursor_through_the_function_url_is_400(aws, cf):
     # THEN the answer is 400 VALIDATION_ERROR
     assert response["statusCode"] == 400
     assert json.loads(response["body"])["error"]["type"] == "VALIDATION_ERROR"
-
-
-def test_a_listing_failure_stops_the_run_without_deleting_and_can_resume(
-    aws, kv, small_pages, monkeypatch
-):
-    # GIVEN records for a..f (b and d gone from KV), and Cloudflare failing the
-    # listing from its second page on
-    monkeypatch.setenv("RETRY_MAX_ATTEMPTS", "1")
-    store_records(aws, list("abcdef"))
-    seed(kv, list("acef"))
-    kv.fail_after("list", 1)
-
-    # WHEN a delete_missing run meets the failure
-    event: dict[str, Any] = {"all": True, "delete_missing": True}
-    reply = invoke(event)
-
-    # THEN the run fails as a whole, with its progress and a cursor to resume from
-    assert reply["success"] is False
-    assert reply["error"]["type"] == "API_ERROR"
-    assert reply["error"]["is_retryable"] is True
-    statistics = reply["statistics"]
-    assert statistics["keys_listed"] == 2
-    assert statistics["records_deleted"] == 1
-    assert statistics["complete"] is False
-    assert statistics["next_cursor"]
-    # AND nothing was deleted in the range whose listing failed
-    assert sorted(values(aws)) == list("acdef")
-
-    # WHEN Cloudflare recovers and the run resumes from the cursor
-    kv.recover()
-    rest = invoke({**event, "cursor": statistics["next_cursor"]})
-
-    # THEN it completes, deleting what the failed range held
-    assert rest["data"]["complete"] is True
-    assert sorted(values(aws)) == list("acef")
 
 
 def test_a_bulk_get_failure_keeps_what_earlier_pages_did(aws, kv, small_pages, monkeypatch):
@@ -786,32 +601,3 @@ def test_a_complete_run_does_not_continue(aws, kv, monkeypatch, lambda_invokes):
     assert reply["data"]["complete"] is True
     assert reply["data"]["continued"] is False
     assert sent == []
-
-
-# ---------------------------------------------------------------------- schedule
-
-
-def test_a_scheduled_multi_key_run_raises_on_a_retryable_failure(aws, kv, monkeypatch):
-    # GIVEN a schedule whose detail selects a prefix, and Cloudflare's listing down
-    monkeypatch.setenv("RETRY_MAX_ATTEMPTS", "1")
-    kv.fail_after("list", 0, status=503)
-    event = {**load_event("scheduledEvent.json"), "detail": {"prefix": "flags/"}}
-
-    # WHEN it fires
-    # THEN the invocation fails, so Lambda's retries and failure queue see it
-    with pytest.raises(ApiError) as raised:
-        invoke(event)
-    assert raised.value.is_retryable is True
-
-
-def test_a_scheduled_multi_key_run_returns_its_document_on_partial_failure(aws, kv):
-    # GIVEN a schedule naming a key that does not exist
-    seed(kv, ["a"])
-    event = {**load_event("scheduledEvent.json"), "detail": {"key_names": ["a", "gone"]}}
-
-    # WHEN it fires
-    reply = invoke(event)
-
-    # THEN the per-key failure is in the document; nothing is raised
-    assert reply["success"] is False
-    assert reply["statistics"]["records_failed"] == 1

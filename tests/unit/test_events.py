@@ -167,15 +167,17 @@ def test_unknown_field_in_direct_event_is_rejected_naming_allowed_fields():
 
 
 def test_unknown_field_is_rejected_even_next_to_a_valid_key_name():
-    # GIVEN a valid key_name plus an extra field the function does not understand
-    event = {"key_name": "classic-domain", "dry_run": True}
+    # GIVEN a valid key_name plus a misspelt dry_run the function does not understand
+    event = {"key_name": "classic-domain", "dryRun": True}
 
     # WHEN it is parsed
     error = rejected(event)
 
-    # THEN the request is refused rather than silently ignoring dry_run
-    assert "'dry_run'" in error.message
-    assert "key_name" in error.message
+    # THEN the request is refused rather than silently syncing for real, and the
+    # message points to the spelling the function understands
+    assert "'dryRun'" in error.message
+    allowed = error.message.split("allowed:", 1)[1]
+    assert {"key_name", "dry_run", "force_delete"} <= {name.strip() for name in allowed.split(",")}
 
 
 def test_many_unknown_fields_give_a_bounded_message():

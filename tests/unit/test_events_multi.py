@@ -669,6 +669,8 @@ def test_unknown_field_message_lists_every_allowed_field(via):
         "all",
         "cursor",
         "delete_missing",
+        "dry_run",
+        "force_delete",
         "continuation",
     ):
         assert name in allowed

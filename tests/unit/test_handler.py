@@ -1,8 +1,9 @@
 """The handler end to end, with moto in-process and Cloudflare mocked by ``responses``.
 
-Single-key syncs (``key_name``, the default key) through every trigger, the error
-documents and HTTP statuses, the metrics and the logs. Multi-key runs are in
-``test_engine.py``; the write policy every selector shares in ``test_write_policy.py``.
+Single-key syncs (``key_name``, the default key) by direct invocation and Function
+URL, the error documents and HTTP statuses, the metrics and the logs. Scheduled
+invocations are in ``test_scheduled_runs.py``; multi-key runs in ``test_engine.py``;
+the write policy every selector shares in ``test_write_policy.py``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import responses
 from moto import mock_aws
 
 from kv_sync import engine
-from kv_sync.errors import ApiError
 from kv_sync.handler import lambda_handler
 from tests.support.cloudflare import (
     BULK_GET_URL,
@@ -32,6 +32,7 @@ from tests.support.cloudflare import (
     stored_item,
 )
 from tests.support.function import load_event
+from tests.support.sync_runs import emf_documents, failed_metrics, metric_value
 
 DEFAULT_KEY = "redirect-all-users-to-essentials"
 SINGLE_KEY_STATISTICS = {
@@ -52,26 +53,6 @@ def invoke(event: Any, context: Any) -> Any:
 def body(response: dict[str, Any]) -> dict[str, Any]:
     document: dict[str, Any] = json.loads(response["body"])
     return document
-
-
-def emf_documents(output: str) -> list[dict[str, Any]]:
-    return [
-        json.loads(line)
-        for line in output.splitlines()
-        if line.startswith("{") and '"_aws"' in line
-    ]
-
-
-def metric_value(docs: list[dict[str, Any]], name: str) -> float | None:
-    for doc in docs:
-        if name in doc:
-            return float(sum(doc[name])) if isinstance(doc[name], list) else float(doc[name])
-    return None
-
-
-def failed_metrics(docs: list[dict[str, Any]]) -> list[str]:
-    """The ErrorType of every SyncFailed metric emitted."""
-    return [doc["ErrorType"] for doc in docs if "SyncFailed" in doc]
 
 
 # ----------------------------------------------------------------------- success
@@ -244,32 +225,6 @@ def test_function_url_empty_body_syncs_default_key(aws, cf, lambda_context):
     assert body(response)["data"]["key_name"] == DEFAULT_KEY
 
 
-def test_scheduled_event_syncs_default_key(aws, cf, lambda_context, monkeypatch):
-    # GIVEN a deployment whose default key is maintenance-mode
-    monkeypatch.setenv("DEFAULT_KEY_NAME", "maintenance-mode")
-    cf.post(BULK_GET_URL, json=bulk_get_reply("maintenance-mode", "off"))
-
-    # WHEN the schedule fires
-    response = invoke(load_event("scheduledEvent.json"), lambda_context)
-
-    # THEN that key is synced
-    assert response["success"] is True
-    assert response["data"]["key_name"] == "maintenance-mode"
-    assert stored_item(aws, "maintenance-mode") is not None
-
-
-def test_scheduled_event_detail_selects_the_key(aws, cf, lambda_context):
-    # GIVEN a schedule whose constant input names a key in "detail"
-    cf.post(BULK_GET_URL, json=bulk_get_reply("classic-domain", "x"))
-    event = {**load_event("scheduledEvent.json"), "detail": {"key_name": "classic-domain"}}
-
-    # WHEN it fires
-    response = invoke(event, lambda_context)
-
-    # THEN that key is synced
-    assert response["data"]["key_name"] == "classic-domain"
-
-
 # ----------------------------------------------------------------------- failures
 
 
@@ -309,20 +264,6 @@ def test_bad_input_is_rejected_before_cloudflare_or_dynamodb(
     assert dynamodb_calls == []
 
 
-def test_scheduled_event_raises_on_retryable_failure(aws, cf, lambda_context, monkeypatch):
-    # GIVEN Cloudflare is down for longer than the retry budget (two attempts)
-    monkeypatch.setenv("RETRY_MAX_ATTEMPTS", "2")
-    cf.post(BULK_GET_URL, status=503, json=failure(10001, "service unavailable"))
-
-    # WHEN the schedule fires
-    with pytest.raises(ApiError) as raised:
-        invoke(load_event("scheduledEvent.json"), lambda_context)
-
-    # THEN the invocation fails (so Lambda retries and the Errors metric sees it)
-    assert raised.value.is_retryable
-    assert len(cf.calls) == 2
-
-
 def test_direct_invocation_returns_retryable_failures_as_a_document(
     aws, cf, lambda_context, monkeypatch
 ):
@@ -338,18 +279,6 @@ def test_direct_invocation_returns_retryable_failures_as_a_document(
     assert response["error"]["is_retryable"] is True
     assert response["statistics"]["cloudflare_api_calls"] == 2
     assert response["statistics"]["cloudflare_retries"] == 1
-
-
-def test_scheduled_event_returns_document_on_permanent_failure(aws, cf, lambda_context):
-    # GIVEN the default key does not exist
-    cf.post(BULK_GET_URL, json=bulk_get_reply(DEFAULT_KEY, None))
-
-    # WHEN the schedule fires
-    response = invoke(load_event("scheduledEvent.json"), lambda_context)
-
-    # THEN the failure is returned as a document, not raised: retrying cannot help
-    assert response["success"] is False
-    assert response["error"]["type"] == "NOT_FOUND"
 
 
 def test_missing_key_is_not_found_and_leaves_record_alone(aws, cf, lambda_context, dynamodb_calls):
@@ -378,14 +307,25 @@ def test_missing_key_is_not_found_and_leaves_record_alone(aws, cf, lambda_contex
     assert "DeleteItem" not in dynamodb_calls
 
 
-def test_missing_key_with_delete_missing_deletes_its_record(aws, cf, lambda_context):
+def test_missing_key_with_delete_missing_deletes_its_record_once_forced(aws, cf, lambda_context):
     # GIVEN a stored record whose key was since deleted in KV
     cf.post(BULK_GET_URL, json=bulk_get_reply("classic-domain", "v1"))
     invoke({"key_name": "classic-domain"}, lambda_context)
     cf.replace(responses.POST, BULK_GET_URL, json=bulk_get_reply("classic-domain", None))
 
     # WHEN it is synced with delete_missing
-    response = invoke({"key_name": "classic-domain", "delete_missing": True}, lambda_context)
+    refused = invoke({"key_name": "classic-domain", "delete_missing": True}, lambda_context)
+
+    # THEN the deletion guard keeps the record: it is all of the selection's records
+    assert refused["error"]["type"] == "DELETION_REFUSED"
+    assert refused["statistics"]["dynamodb_writes"] == 0
+    assert stored_item(aws, "classic-domain") is not None
+
+    # WHEN it is synced with delete_missing and force_delete
+    response = invoke(
+        {"key_name": "classic-domain", "delete_missing": True, "force_delete": True},
+        lambda_context,
+    )
 
     # THEN it is still NOT_FOUND, saying the record was deleted, and it is gone
     assert response["error"]["type"] == "NOT_FOUND"

@@ -17,12 +17,12 @@ PACKAGE = Path(__file__).resolve().parents[2] / "lambda_function" / "kv_sync"
 # module -> (layer rank, group). A module may import a lower rank, or its own group.
 LAYERS: dict[str, tuple[int, str]] = {
     **dict.fromkeys(("handler", "events", "replies", "continuation"), (3, "entry")),
-    **dict.fromkeys(("engine", "plan", "cursor"), (2, "engine")),
+    **dict.fromkeys(("engine", "pages", "plan", "cursor"), (2, "engine")),
     **dict.fromkeys(
         ("source", "cloudflare", "cloudflare_replies", "credentials", "ratelimit"), (1, "source")
     ),
     "records": (1, "transform"),
-    "store": (1, "sink"),
+    **dict.fromkeys(("store", "ledger"), (1, "sink")),
     **dict.fromkeys(
         ("model", "errors", "settings", "runtime", "observability", "tracing", "redaction"),
         (0, "leaves"),

@@ -1,12 +1,14 @@
 """The client-side Cloudflare rate limit (``kv_sync.ratelimit``).
 
-A fake clock stands in for ``time.monotonic`` and ``time.sleep``: sleeping moves
-the clock forward instead of waiting, so every test runs instantly and every
-wait can be checked to the second.
+Two guards: the container's sliding window, and the budget Cloudflare reports in
+its ``Ratelimit`` headers (``observe``). A fake clock stands in for
+``time.monotonic`` and ``time.sleep``: sleeping moves the clock forward instead of
+waiting, so every test runs instantly and every wait can be checked to the second.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from dataclasses import dataclass, field
@@ -278,3 +280,107 @@ def test_shared_limiter_starts_fresh_when_the_limit_changes(fresh_shared, clock)
     assert again is not old
     assert again is not new
     assert again.reserve(0) == 0.0
+
+
+# ------------------------------------------------------ Cloudflare's own budget
+
+
+def sent_at(limiter: RateLimiter, clock: FakeClock, requests: int) -> list[float]:
+    """When each of ``requests`` requests went out, each allowed to wait long enough."""
+    times = []
+    for _ in range(requests):
+        assert limiter.reserve(max_wait_s=1_000) is not None
+        times.append(clock.now)
+    return times
+
+
+def test_plenty_of_budget_left_sends_without_waiting(clock):
+    # GIVEN Cloudflare reporting 500 of its 1200 requests left for the next 60 s
+    limiter = RateLimiter(10_000)
+    limiter.observe(500, 60, 1200)
+
+    # WHEN 50 requests are made
+    times = sent_at(limiter, clock, 50)
+
+    # THEN none of them waited
+    assert clock.slept == []
+    assert set(times) == {1_000.0}
+
+
+def test_a_low_budget_spreads_the_requests_left_until_the_reset(clock):
+    # GIVEN Cloudflare reporting 9 requests left (under a tenth of its 1200) for 100 s
+    limiter = RateLimiter(10_000)
+    limiter.observe(9, 100, 1200)
+
+    # WHEN more requests than that are made, each allowed to wait
+    times = sent_at(limiter, clock, 11)
+
+    # THEN the 9 it allows are spread evenly over the time to the reset, instead of
+    # going out at once and hitting 429s
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times[:9])]
+    assert gaps == pytest.approx([100 / 9] * 8)
+    assert times[8] < 1_100
+    # AND the next waits for the reset, after which the report no longer applies
+    assert times[9] == pytest.approx(1_100)
+    assert times[10] == times[9]
+
+
+def test_no_budget_left_waits_until_the_reset(clock):
+    # GIVEN Cloudflare reporting no request left for the next 30 s
+    limiter = RateLimiter(10_000)
+    limiter.observe(0, 30, 1200)
+
+    # WHEN a request may wait up to a minute
+    waited = limiter.reserve(max_wait_s=60)
+
+    # THEN it goes out exactly at the reset
+    assert waited == pytest.approx(30)
+    assert clock.now == pytest.approx(1_030)
+
+
+def test_no_budget_left_refuses_a_request_that_cannot_wait_for_the_reset(clock):
+    # GIVEN Cloudflare reporting no request left for the next 30 s
+    limiter = RateLimiter(10_000)
+    limiter.observe(0, 30, 1200)
+
+    # WHEN a request may wait only 10 s
+    # THEN it is refused at once, and says how long until a slot frees up
+    assert limiter.reserve(max_wait_s=10) is None
+    assert clock.slept == []
+    assert limiter.seconds_until_free() == pytest.approx(30)
+
+
+@pytest.mark.parametrize(
+    ("remaining", "quota", "waits"),
+    [
+        (21, 100, False),  # a tenth of 100 is under the floor of 20
+        (20, 100, True),
+        (121, 1200, False),  # a tenth of 1200
+        (120, 1200, True),
+        (21, None, False),  # no policy reported: the floor of 20
+        (20, None, True),
+    ],
+    ids=["floor-at", "floor-below", "tenth-at", "tenth-below", "no-quota-at", "no-quota-below"],
+)
+def test_requests_slow_down_below_a_tenth_of_the_quota_or_20(clock, remaining, quota, waits):
+    # GIVEN Cloudflare's report of the budget left for the next 60 s
+    limiter = RateLimiter(10_000)
+    limiter.observe(remaining, 60, quota)
+
+    # WHEN two requests are made (the first one uses up one of the budget)
+    sent_at(limiter, clock, 2)
+
+    # THEN the second waits only when what is left is under max(20, a tenth of the quota)
+    assert bool(clock.slept) is waits
+
+
+def test_the_container_window_still_applies_with_budget_left(clock):
+    # GIVEN a container limit of 2 requests per 300 s, and Cloudflare reporting plenty
+    limiter = RateLimiter(2, window_s=300)
+    limiter.observe(1000, 60, 1200)
+
+    # WHEN three requests are made without waiting
+    results = [limiter.reserve(0) for _ in range(3)]
+
+    # THEN the container's own limit still refuses the third
+    assert results == [0.0, 0.0, None]

@@ -502,7 +502,7 @@ def test_progress_lines_add_up_pages_and_invocations() -> None:
 
 
 def test_the_bar_counts_pages_of_names_across_runs() -> None:
-    from kv_sync.engine import NAMES_PAGE_SIZE
+    from kv_sync.pages import NAMES_PAGE_SIZE
 
     # GIVEN a bar over 1,500 names in two runs
     stream = Stream()

@@ -23,6 +23,7 @@ OPTIONAL = (
     "CLOUDFLARE_REQUESTS_PER_5_MINUTES",
     "SELF_INVOKE_CONTINUATION",
     "MAX_CONTINUATIONS",
+    "MAX_DELETE_PERCENT",
 )
 
 
@@ -95,6 +96,7 @@ def test_every_variable_is_read(monkeypatch):
         "CLOUDFLARE_REQUESTS_PER_5_MINUTES": "600",
         "SELF_INVOKE_CONTINUATION": "yes",
         "MAX_CONTINUATIONS": "9",
+        "MAX_DELETE_PERCENT": " 40 ",
     }
     assert set(values) == set(ENV_VARS)
     for name, value in values.items():
@@ -117,6 +119,7 @@ def test_every_variable_is_read(monkeypatch):
         cloudflare_requests_per_5_minutes=600,
         self_invoke_continuation=True,
         max_continuations=9,
+        max_delete_percent=40,
     )
 
 
@@ -271,11 +274,13 @@ def test_multi_key_settings_default_when_unset(only_required):
     # WHEN the settings are loaded
     settings = load_settings()
 
-    # THEN nothing is deleted, Cloudflare's own limit applies and no self-invocation happens
+    # THEN nothing is deleted, Cloudflare's own limit applies and no self-invocation
+    # happens; with delete_missing, a run may delete at most a quarter of its records
     assert settings.delete_missing is False
     assert settings.cloudflare_requests_per_5_minutes == 1200
     assert settings.self_invoke_continuation is False
     assert settings.max_continuations == 50
+    assert settings.max_delete_percent == 25
 
 
 @pytest.mark.parametrize("blank", ["", "  "])
@@ -286,6 +291,7 @@ def test_blank_multi_key_settings_fall_back_to_defaults(only_required, monkeypat
         "CLOUDFLARE_REQUESTS_PER_5_MINUTES",
         "SELF_INVOKE_CONTINUATION",
         "MAX_CONTINUATIONS",
+        "MAX_DELETE_PERCENT",
     ):
         monkeypatch.setenv(name, blank)
 
@@ -297,6 +303,7 @@ def test_blank_multi_key_settings_fall_back_to_defaults(only_required, monkeypat
     assert settings.cloudflare_requests_per_5_minutes == 1200
     assert settings.self_invoke_continuation is False
     assert settings.max_continuations == 50
+    assert settings.max_delete_percent == 25
 
 
 @pytest.mark.parametrize("name", ["DELETE_MISSING", "SELF_INVOKE_CONTINUATION"])
@@ -349,6 +356,7 @@ def test_boolean_switch_with_another_word_is_rejected(monkeypatch, name, value):
     [
         ("CLOUDFLARE_REQUESTS_PER_5_MINUTES", "1", "100000", "0", "100001"),
         ("MAX_CONTINUATIONS", "0", "1000", "-1", "1001"),
+        ("MAX_DELETE_PERCENT", "0", "100", "-1", "101"),
     ],
 )
 def test_multi_key_limits_are_bounded(monkeypatch, name, low, high, below, above):
@@ -356,6 +364,7 @@ def test_multi_key_limits_are_bounded(monkeypatch, name, low, high, below, above
     field = {
         "CLOUDFLARE_REQUESTS_PER_5_MINUTES": "cloudflare_requests_per_5_minutes",
         "MAX_CONTINUATIONS": "max_continuations",
+        "MAX_DELETE_PERCENT": "max_delete_percent",
     }[name]
     for accepted in (low, high):
         monkeypatch.setenv(name, accepted)
@@ -373,8 +382,10 @@ def test_multi_key_limits_are_bounded(monkeypatch, name, low, high, below, above
         assert f"got {rejected}" in message
 
 
-@pytest.mark.parametrize("name", ["CLOUDFLARE_REQUESTS_PER_5_MINUTES", "MAX_CONTINUATIONS"])
-@pytest.mark.parametrize("value", ["many", "1200/5min", "2.5", "1e3"])
+@pytest.mark.parametrize(
+    "name", ["CLOUDFLARE_REQUESTS_PER_5_MINUTES", "MAX_CONTINUATIONS", "MAX_DELETE_PERCENT"]
+)
+@pytest.mark.parametrize("value", ["many", "1200/5min", "2.5", "1e3", "25%"])
 def test_multi_key_limits_must_be_integers(monkeypatch, name, value):
     # GIVEN a limit that is not a whole number
     # WHEN the settings are loaded
@@ -396,3 +407,18 @@ def test_zero_max_continuations_is_kept(monkeypatch):
     # THEN zero is kept (it means "never continue"), not replaced by the default of 50
     assert settings.max_continuations == 0
     assert settings.self_invoke_continuation is True
+
+
+def test_a_changed_max_delete_percent_is_seen_by_the_next_load(monkeypatch):
+    # GIVEN settings loaded once with the default deletion guard
+    first = load_settings()
+
+    # WHEN MAX_DELETE_PERCENT changes and they are loaded again (a new configuration)
+    monkeypatch.setenv("MAX_DELETE_PERCENT", "100")
+    second = load_settings()
+    monkeypatch.setenv("MAX_DELETE_PERCENT", "0")
+    third = load_settings()
+
+    # THEN each load has the value of its environment, not a cached one
+    assert [first.max_delete_percent, second.max_delete_percent] == [25, 100]
+    assert third.max_delete_percent == 0

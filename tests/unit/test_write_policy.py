@@ -5,6 +5,9 @@ same KV entry gives the same record, and the same rules decide what is written:
 new or changed content is one conditional ``PutItem``; unchanged content is
 not written (except for an ``UpdateItem`` extending a ``ttl`` within half of
 ``RECORD_TTL_DAYS``); a record stored from a newer read wins.
+
+DynamoDB calls are told apart by the item they concern: the records, and the lease
+a multi-key run takes (``PutItem``) and releases (``DeleteItem``) around them.
 """
 
 from __future__ import annotations
@@ -35,6 +38,13 @@ READ_CALL = {
     "prefix": "Query",
     "all": "Query",
 }
+# The lease of a multi-key run: taken before its first page, released after its last.
+LEASE_CALLS = {
+    "key_name": [],
+    "key_names": ["PutItem", "DeleteItem"],
+    "prefix": ["PutItem", "DeleteItem"],
+    "all": ["PutItem", "DeleteItem"],
+}
 TIMESTAMPS = ("created_at", "updated_at", "synced_at")
 WRITE_CALLS = {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"}
 
@@ -44,7 +54,7 @@ by_selector = pytest.mark.parametrize("selector", list(SELECTORS))
 class Sync:
     """Invokes the function with one selector and reads what it did to ``KEY``."""
 
-    def __init__(self, selector: str, aws: Any, calls: list[str]) -> None:
+    def __init__(self, selector: str, aws: Any, calls: list[tuple[str, str]]) -> None:
         self.selector = selector
         self.aws = aws
         self.calls = calls
@@ -62,9 +72,17 @@ class Sync:
         assert found is not None, "no record stored"
         return found
 
+    def record_calls(self) -> list[str]:
+        """The DynamoDB calls of the last sync that read or wrote records."""
+        return [operation for operation, item in self.calls if item == "record"]
+
+    def lease_calls(self) -> list[str]:
+        """The DynamoDB calls of the last sync on the namespace's lease."""
+        return [operation for operation, item in self.calls if item == "lease"]
+
     def writes(self) -> list[str]:
-        """The DynamoDB write calls of the last sync."""
-        return [call for call in self.calls if call in WRITE_CALLS]
+        """The DynamoDB writes of records in the last sync."""
+        return [call for call in self.record_calls() if call in WRITE_CALLS]
 
     def set_stored(self, **attributes: Any) -> None:
         """Change the stored record behind the function's back (another sync, time passing)."""
@@ -120,30 +138,32 @@ def selector() -> str:
 
 
 @pytest.fixture
-def sync(aws, kv: FakeNamespace, dynamodb_calls, selector) -> Sync:
+def sync(aws, kv: FakeNamespace, dynamodb_items, selector) -> Sync:
     """``KEY``, holding a JSON flag with metadata, synced by ``selector``."""
     kv.put(KEY, '{"enabled": true}', metadata={"owner": "web"})
-    return Sync(selector, aws, dynamodb_calls)
+    return Sync(selector, aws, dynamodb_items)
 
 
 @pytest.fixture
 def another_sync_first(aws) -> Iterator[Callable[[str, dict[str, Any]], None]]:
-    """Make another invocation store ``KEY`` just before the function's next ``operation``."""
+    """Make another invocation store ``KEY`` just before the function's next ``operation``
+    on a record (not on the lease)."""
     events = runtime.client("dynamodb").meta.events
     hooks: list[tuple[str, Any]] = []
 
     def arrange(operation: str, attributes: dict[str, Any]) -> None:
         done: list[bool] = []
 
-        def store_newer(**_: Any) -> None:
-            if done:
+        def store_newer(params: dict[str, Any], **_: Any) -> None:
+            sk = (params.get("Item") or params.get("Key") or {})["sk"]["S"]
+            if done or not sk.startswith("KEY#"):
                 return
             done.append(True)
             item = {"pk": {"S": PK}, "sk": {"S": f"KEY#{KEY}"}, "key": {"S": KEY}}
             item |= {name: {"S": value} for name, value in attributes.items()}
             aws.put_item(TableName=TABLE, Item=item)
 
-        event = f"before-call.dynamodb.{operation}"
+        event = f"provide-client-params.dynamodb.{operation}"
         events.register(event, store_newer)
         hooks.append((event, store_newer))
 
@@ -200,7 +220,9 @@ def test_first_sync_is_one_read_and_one_conditional_put(sync, selector):
     # THEN its record was written with one PutItem after one read of the stored versions
     assert action(reply) == "written"
     assert reply["statistics"]["dynamodb_writes"] == 1
-    assert sync.calls == [READ_CALL[selector], "PutItem"]
+    assert sync.record_calls() == [READ_CALL[selector], "PutItem"]
+    # AND a multi-key run took the namespace's lease before, and released it after
+    assert sync.lease_calls() == LEASE_CALLS[selector]
     item = sync.item()
     assert item["value"] == '{"enabled": true}'
     assert item["created_at"] == item["updated_at"] == item["synced_at"]
@@ -219,10 +241,12 @@ def test_unchanged_resync_writes_nothing(sync, selector):
     # WHEN it is synced again, unchanged
     reply = sync()
 
-    # THEN it is reported unchanged after one read and no write at all
+    # THEN it is reported unchanged after one read and no write of a record at all
     assert action(reply) == "unchanged"
     assert reply["statistics"]["dynamodb_writes"] == 0
-    assert sync.calls == [READ_CALL[selector]]
+    assert sync.record_calls() == [READ_CALL[selector]]
+    # AND the only writes were a multi-key run's lease, taken and released
+    assert sync.lease_calls() == LEASE_CALLS[selector]
     # AND the record is untouched: synced_at is not refreshed either
     assert sync.item() == before
 
@@ -443,8 +467,9 @@ def test_a_key_gone_from_kv_has_its_record_deleted_with_delete_missing(sync, kv,
     sync()
     kv.delete(KEY)
 
-    # WHEN it is synced with delete_missing
-    reply = sync(delete_missing=True)
+    # WHEN it is synced with delete_missing (forced: it is the selection's only
+    # record, which the deletion guard keeps by default)
+    reply = sync(delete_missing=True, force_delete=True)
 
     # THEN its record is deleted with one conditional delete
     assert reply["statistics"]["dynamodb_writes"] == 1
@@ -483,8 +508,8 @@ def test_a_record_synced_again_after_the_key_was_seen_missing_is_kept(
         "DeleteItem", {"value": "re-created", "synced_at": "2999-01-01T00:00:00.000000Z"}
     )
 
-    # WHEN this sync's delete arrives
-    reply = sync(delete_missing=True)
+    # WHEN this sync's delete arrives (forced past the deletion guard)
+    reply = sync(delete_missing=True, force_delete=True)
 
     # THEN the newer record is kept, and not counted as deleted
     assert sync.item()["value"] == "re-created"
