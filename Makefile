@@ -13,10 +13,13 @@ help:
 	@echo "make build  - build the Lambda deployment zip (build_lambda.sh)"
 	@echo "make bench  - run the benchmarks"
 
-$(STAMP): requirements.txt requirements-dev.txt
+# The reader library (reader/) is installed as its users install it; tests and
+# benchmarks import it from the source tree all the same.
+$(STAMP): requirements.txt requirements-dev.txt reader/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install --quiet ./reader
 	touch $(STAMP)
 
 venv: $(STAMP)

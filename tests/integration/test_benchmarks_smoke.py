@@ -47,6 +47,11 @@ def run_benchmark(name: str) -> str:
         ("warm_path.py", "### Warm path", ("| floor", "| handler", "TCP connections")),
         ("memory.py", "### Memory", ("| floor", "| handler", "target RSS growth")),
         ("package_size.py", "### Package size", ("lambda_function.zip", "### Five largest")),
+        (
+            "reader.py",
+            "### Reader get latency",
+            ("| cached get", "| raw boto3 get_item", "DynamoDB calls"),
+        ),
     ],
 )
 def test_benchmark_runs_and_prints_its_table(script: str, table: str, lines: tuple[str, ...]):
