@@ -72,7 +72,7 @@ data "aws_iam_policy_document" "lambda" {
   }
 
   # With a customer-managed key: Decrypt to read the secret; GenerateDataKey and
-  # Decrypt to send to the SSE-KMS failure queue.
+  # Decrypt to send to the SSE-KMS failure queue; only through those two services.
   dynamic "statement" {
     for_each = var.kms_key_arn == null ? [] : [var.kms_key_arn]
 
@@ -81,6 +81,12 @@ data "aws_iam_policy_document" "lambda" {
       effect    = "Allow"
       actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
       resources = [statement.value]
+
+      condition {
+        test     = "StringEquals"
+        variable = "kms:ViaService"
+        values   = ["secretsmanager.${var.aws_region}.amazonaws.com", "sqs.${var.aws_region}.amazonaws.com"]
+      }
     }
   }
 }

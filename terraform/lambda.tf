@@ -10,8 +10,9 @@ resource "aws_lambda_function" "sync" {
   #checkov:skip=CKV_AWS_117:The function reaches only the public Cloudflare API and public AWS endpoints; it has no private resource to reach, and a VPC would add NAT gateways and cost without isolating anything.
   #checkov:skip=CKV_AWS_272:Deployed from a local zip that build_lambda.sh builds reproducibly and source_code_hash pins; Lambda code signing needs an AWS Signer profile and signed S3 objects, which this deployment does not use.
   function_name = var.lambda_function_name
-  description   = "Copies Cloudflare Workers KV entries into the ${var.dynamodb_table_name} DynamoDB table."
-  role          = aws_iam_role.lambda.arn
+  # Lambda allows 256 characters; table names may have 255.
+  description = substr("Copies Cloudflare Workers KV entries into the ${var.dynamodb_table_name} DynamoDB table.", 0, 256)
+  role        = aws_iam_role.lambda.arn
 
   handler       = "kv_sync.handler.lambda_handler"
   runtime       = var.lambda_runtime
@@ -43,6 +44,12 @@ resource "aws_lambda_function" "sync" {
     precondition {
       condition     = var.api_timeout_seconds < var.lambda_timeout
       error_message = "api_timeout_seconds must be shorter than lambda_timeout, or no Cloudflare request can finish within an invocation."
+    }
+
+    precondition {
+      # A key ARN's fourth field is its Region; services use only keys of their own Region.
+      condition     = var.kms_key_arn == null || try(split(":", var.kms_key_arn)[3], "") == var.aws_region
+      error_message = "kms_key_arn names a key in another Region; the table, secret, queue, topic and logs of ${var.aws_region} need a key of ${var.aws_region}."
     }
 
     precondition {

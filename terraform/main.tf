@@ -32,6 +32,9 @@ locals {
   #   DeleteItem    conditional deletes of records whose key is gone (delete_missing)
   #   BatchGetItem  stored versions of up to 100 named keys (key_name, key_names)
   #   Query         stored versions of a listed key range (prefix, all)
+  # and, beside the records (lambda_function/kv_sync/ledger.py), a multi-key run's lease
+  # (#LEASE: PutItem to take, UpdateItem to extend, DeleteItem to release, Query to read
+  # the holder's) and its pending deletions (#RUN#...: PutItem, Query, DeleteItem).
   # The IAM policy grants exactly these (tests/terraform keeps them in step with the
   # calls a real sync makes) and the DynamoDB alarms watch the same operations.
   dynamodb_operations = ["PutItem", "UpdateItem", "DeleteItem", "BatchGetItem", "Query"]
@@ -62,6 +65,7 @@ locals {
     CLOUDFLARE_REQUESTS_PER_5_MINUTES = tostring(var.cloudflare_requests_per_5_minutes)
     MAX_CONTINUATIONS                 = tostring(var.max_continuations)
     DELETE_MISSING                    = tostring(var.delete_missing)
+    MAX_DELETE_PERCENT                = tostring(var.max_delete_percent)
     SELF_INVOKE_CONTINUATION          = tostring(var.self_invoke_continuation)
   }
 }

@@ -33,6 +33,13 @@ data "aws_iam_policy_document" "alerts_key" {
       type        = "Service"
       identifiers = ["cloudwatch.amazonaws.com"]
     }
+
+    # Only CloudWatch acting for this account (the confused-deputy guard).
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [local.account_id]
+    }
   }
 }
 
@@ -75,7 +82,7 @@ locals {
 
 resource "aws_cloudwatch_metric_alarm" "lambda_errors" {
   alarm_name          = "${var.lambda_function_name}-errors"
-  alarm_description   = "${var.lambda_function_name} failed ${var.error_rate_threshold} or more invocations within 5 minutes (unhandled errors, timeouts, retryable scheduled failures)."
+  alarm_description   = "${var.lambda_function_name} failed ${var.error_rate_threshold} or more invocations within 5 minutes: failed scheduled runs (every error type raises there), timeouts, crashes."
   namespace           = "AWS/Lambda"
   metric_name         = "Errors"
   dimensions          = { FunctionName = aws_lambda_function.sync.function_name }
@@ -121,14 +128,60 @@ resource "aws_cloudwatch_metric_alarm" "lambda_throttles" {
   ok_actions          = local.alarm_actions
 }
 
-# Any AUTH_ERROR means the Cloudflare token is wrong, revoked or expired, even
-# after the function re-read the secret once: a human must put a new one.
-resource "aws_cloudwatch_metric_alarm" "auth_errors" {
-  alarm_name          = "${var.lambda_function_name}-auth-errors"
-  alarm_description   = "Cloudflare rejected the API token of ${var.lambda_function_name} (SyncFailed, ErrorType AUTH_ERROR). Put a valid token in secret ${var.cloudflare_secret_name}."
+# Every critical error type (severity "critical" in the function's errors) needs a
+# human, whatever the trigger: one failure raises its alarm.
+locals {
+  critical_errors = {
+    auth-errors = {
+      type        = "AUTH_ERROR"
+      description = "Cloudflare rejected the API token of ${var.lambda_function_name}, even after a re-read of the secret. Put a valid token in secret ${var.cloudflare_secret_name}."
+    }
+    configuration-errors = {
+      type        = "CONFIGURATION_ERROR"
+      description = "${var.lambda_function_name} is misconfigured: the secret ${var.cloudflare_secret_name} is empty or incomplete, a variable is out of range, or the table or namespace is wrong. The log line \"Sync failed\" names it."
+    }
+    internal-errors = {
+      type        = "INTERNAL_ERROR"
+      description = "${var.lambda_function_name} failed unexpectedly (a bug); the log line \"Unexpected failure\" holds the stack trace."
+    }
+    deletion-refused = {
+      type        = "DELETION_REFUSED"
+      description = "The deletion guard stopped a run of ${var.lambda_function_name} that would delete more than ${var.max_delete_percent} % of its selection's records, or all of them. Nothing was deleted; see DEPLOYMENT.md, Recovering from a refused deletion."
+    }
+  }
+}
+
+resource "aws_cloudwatch_metric_alarm" "critical_errors" {
+  for_each = local.critical_errors
+
+  alarm_name          = "${var.lambda_function_name}-${each.key}"
+  alarm_description   = "${each.value.description} (SyncFailed, ErrorType ${each.value.type})"
   namespace           = var.metrics_namespace
   metric_name         = "SyncFailed"
-  dimensions          = { service = var.service_name, ErrorType = "AUTH_ERROR" }
+  dimensions          = { service = var.service_name, ErrorType = each.value.type }
+  statistic           = "Sum"
+  period              = 300
+  evaluation_periods  = 1
+  threshold           = 1
+  comparison_operator = "GreaterThanOrEqualToThreshold"
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
+}
+
+moved {
+  from = aws_cloudwatch_metric_alarm.auth_errors
+  to   = aws_cloudwatch_metric_alarm.critical_errors["auth-errors"]
+}
+
+# A multi-key run that completes with some keys failed does not raise (its retries
+# would repeat the whole run): those keys are counted in RecordsFailed instead.
+resource "aws_cloudwatch_metric_alarm" "records_failed" {
+  alarm_name          = "${var.lambda_function_name}-records-failed"
+  alarm_description   = "Keys of a multi-key run of ${var.lambda_function_name} failed (RecordsFailed); the run's reply and its log line list them with their error types."
+  namespace           = var.metrics_namespace
+  metric_name         = "RecordsFailed"
+  dimensions          = { service = var.service_name }
   statistic           = "Sum"
   period              = 300
   evaluation_periods  = 1
@@ -226,15 +279,18 @@ locals {
       height = 3
       properties = {
         title = "Alarms"
-        alarms = [
-          aws_cloudwatch_metric_alarm.lambda_errors.arn,
-          aws_cloudwatch_metric_alarm.lambda_duration.arn,
-          aws_cloudwatch_metric_alarm.lambda_throttles.arn,
-          aws_cloudwatch_metric_alarm.auth_errors.arn,
-          aws_cloudwatch_metric_alarm.dynamodb["throttles"].arn,
-          aws_cloudwatch_metric_alarm.dynamodb["system-errors"].arn,
-          aws_cloudwatch_metric_alarm.failure_queue_depth.arn,
-        ]
+        alarms = concat(
+          [
+            aws_cloudwatch_metric_alarm.lambda_errors.arn,
+            aws_cloudwatch_metric_alarm.lambda_duration.arn,
+            aws_cloudwatch_metric_alarm.lambda_throttles.arn,
+            aws_cloudwatch_metric_alarm.records_failed.arn,
+            aws_cloudwatch_metric_alarm.failure_queue_depth.arn,
+          ],
+          [for alarm in aws_cloudwatch_metric_alarm.critical_errors : alarm.arn],
+          [for alarm in aws_cloudwatch_metric_alarm.dynamodb : alarm.arn],
+          [for alarm in aws_cloudwatch_metric_alarm.state_machine : alarm.arn],
+        )
       }
     },
     {
@@ -437,6 +493,24 @@ locals {
         region = var.aws_region
         view   = "table"
         query  = "SOURCE '${aws_cloudwatch_log_group.lambda.name}' | fields @timestamp, level, message, key_name, error_type, reason, exception_name, function_request_id | filter level = 'ERROR' or level = 'CRITICAL' or @message like /Task timed out/ | sort @timestamp desc | limit 50"
+      }
+    },
+    {
+      type   = "metric"
+      x      = 0
+      y      = 35
+      width  = 24
+      height = 6
+      properties = {
+        title  = "Multi-key runs (state machine executions): started, succeeded, failed, timed out, stopped"
+        region = var.aws_region
+        view   = "timeSeries"
+        stat   = "Sum"
+        period = 300
+        metrics = [
+          for metric in ["ExecutionsStarted", "ExecutionsSucceeded", "ExecutionsFailed", "ExecutionsTimedOut", "ExecutionsAborted"] :
+          ["AWS/States", metric, "StateMachineArn", aws_sfn_state_machine.sync.arn]
+        ]
       }
     },
   ]

@@ -74,6 +74,21 @@ output "schedule_rule_name" {
 }
 
 output "schedule_input" {
-  description = "JSON event the schedule sends to the function: a Scheduled Event whose detail carries the selector; null when there is no schedule."
+  description = "JSON the schedule sends: for a multi-key selector (key_names, prefix, all), the input of each state machine execution, the selector itself; for one key, the Scheduled Event invoking the function, its detail carrying the selector; null when there is no schedule."
   value       = var.sync_schedule_expression == "" ? null : local.schedule_input
+}
+
+output "reader_policy_json" {
+  description = "Least-privilege IAM policy (JSON) for services that read the mirror: dynamodb:GetItem, Query and BatchGetItem on the table only, plus kms:Decrypt through DynamoDB when kms_key_arn is set. Attach it to consumer roles (DEPLOYMENT.md)."
+  value       = data.aws_iam_policy_document.reader.json
+}
+
+output "state_machine_arn" {
+  description = "ARN of the Step Functions state machine that runs one multi-key sync to completion (aws stepfunctions start-execution --state-machine-arn ... --input '{\"all\": true}')."
+  value       = aws_sfn_state_machine.sync.arn
+}
+
+output "state_machine_name" {
+  description = "Name of the state machine that runs multi-key syncs."
+  value       = aws_sfn_state_machine.sync.name
 }

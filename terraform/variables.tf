@@ -47,9 +47,10 @@ variable "lambda_function_name" {
   default     = "cloudflare-data-sync"
 
   validation {
-    # 56, not Lambda's 64: the IAM role is named "<function>-role" and role names stop at 64.
-    condition     = can(regex("^[A-Za-z0-9_-]{1,56}$", var.lambda_function_name))
-    error_message = "lambda_function_name must be 1 to 56 letters, digits, hyphens or underscores (the role name \"<name>-role\" must fit IAM's 64)."
+    # 55, not Lambda's 64: the schedule rule is "<function>-schedule" and EventBridge rule
+    # names stop at 64 (the role, "<function>-role", needs 59).
+    condition     = can(regex("^[A-Za-z0-9_-]{1,55}$", var.lambda_function_name))
+    error_message = "lambda_function_name must be 1 to 55 letters, digits, hyphens or underscores (the rule name \"<name>-schedule\" must fit EventBridge's 64)."
   }
 }
 
@@ -135,7 +136,7 @@ variable "lambda_package_path" {
 }
 
 variable "reserved_concurrency" {
-  description = "Concurrent executions reserved for the function. null leaves it unreserved; 0 stops every invocation (an emergency brake)."
+  description = "Concurrent executions reserved for the function. null leaves it unreserved; 0 stops every invocation (an emergency brake). Reserving N > 0 needs an account concurrency quota of at least N + 100 (Lambda keeps 100 unreserved; new accounts have 10): check with aws lambda get-account-settings first."
   type        = number
   default     = null
 
@@ -288,6 +289,18 @@ variable "delete_missing" {
   nullable    = false
 }
 
+variable "max_delete_percent" {
+  description = "The deletion guard (MAX_DELETE_PERCENT): a run with delete_missing deletes nothing and fails with DELETION_REFUSED when it would delete more than this percentage of its selection's stored records, or when the selection's complete listing found no keys while records exist. An event's \"force_delete\": true overrides it."
+  type        = number
+  default     = 25
+  nullable    = false
+
+  validation {
+    condition     = var.max_delete_percent >= 0 && var.max_delete_percent <= 100 && floor(var.max_delete_percent) == var.max_delete_percent
+    error_message = "max_delete_percent must be a whole number from 0 to 100."
+  }
+}
+
 variable "self_invoke_continuation" {
   description = "Let a multi-key run that nears the Lambda timeout continue in a new asynchronous invocation of this function with its next_cursor (SELF_INVOKE_CONTINUATION), up to max_continuations times. true also grants the role lambda:InvokeFunction on this function (and its versions and aliases) only. false: the reply carries next_cursor and the caller continues."
   type        = bool
@@ -333,9 +346,9 @@ variable "alert_email" {
 }
 
 variable "error_rate_threshold" {
-  description = "Lambda errors within 5 minutes that raise the errors alarm."
+  description = "Lambda errors within 5 minutes that raise the errors alarm. Only failed scheduled (and asynchronous) runs and crashes count as Lambda errors (direct and Function URL calls get their error document back), so the default, 1, fires on a single failed scheduled run."
   type        = number
-  default     = 5
+  default     = 1
 
   validation {
     condition     = var.error_rate_threshold >= 1 && floor(var.error_rate_threshold) == var.error_rate_threshold
@@ -412,19 +425,19 @@ variable "sync_schedule_expression" {
 }
 
 variable "sync_schedule_input" {
-  description = "Constant input of the schedule: which keys each run syncs. {} syncs default_key_name. Otherwise one selector, { key_name = \"k\" }, { key_names = [\"a\", \"b\"] } (1 to 1000), { prefix = \"flags/\" } or { all = true }, optionally with delete_missing = true|false (default: the delete_missing variable). The function receives it as the detail of a Scheduled Event, so retryable failures raise for Lambda's retries and the failure queue."
+  description = "Constant input of the schedule: which keys each run syncs. {} syncs default_key_name. Otherwise one selector, { key_name = \"k\" }, { key_names = [\"a\", \"b\"] } (1 to 1000), { prefix = \"flags/\" } or { all = true }, optionally with delete_missing = true|false (default: the delete_missing variable), dry_run = true (preview: nothing is written) and force_delete = true (overrides the deletion guard on every run). A multi-key selector (key_names, prefix, all) starts an execution of the state machine with it as input, which continues the run until complete (alarms on failed and timed-out executions); {} and key_name invoke the function with it as the detail of a Scheduled Event, so every failure raises for Lambda's Errors, retries and the failure queue."
   type        = any
   default     = {}
   nullable    = false
 
   validation {
     condition     = can(keys(var.sync_schedule_input))
-    error_message = "sync_schedule_input must be an object: {}, { key_name = \"k\" }, { key_names = [\"a\", \"b\"] }, { prefix = \"flags/\" } or { all = true }, optionally with delete_missing = true|false."
+    error_message = "sync_schedule_input must be an object: {}, { key_name = \"k\" }, { key_names = [\"a\", \"b\"] }, { prefix = \"flags/\" } or { all = true }, optionally with delete_missing, dry_run and force_delete (true|false)."
   }
 
   validation {
-    condition     = alltrue([for field in try(keys(var.sync_schedule_input), []) : contains(["key_name", "key_names", "prefix", "all", "delete_missing"], field)])
-    error_message = "sync_schedule_input accepts only the fields key_name, key_names, prefix, all and delete_missing."
+    condition     = alltrue([for field in try(keys(var.sync_schedule_input), []) : contains(["key_name", "key_names", "prefix", "all", "delete_missing", "dry_run", "force_delete"], field)])
+    error_message = "sync_schedule_input accepts only the fields key_name, key_names, prefix, all, delete_missing, dry_run and force_delete."
   }
 
   validation {
@@ -475,8 +488,9 @@ variable "sync_schedule_input" {
   }
 
   validation {
-    condition     = !contains(try(keys(var.sync_schedule_input), []), "delete_missing") || try(var.sync_schedule_input.delete_missing == true || var.sync_schedule_input.delete_missing == false, false)
-    error_message = "sync_schedule_input.delete_missing must be true or false."
+    condition = alltrue([for flag in ["delete_missing", "dry_run", "force_delete"] :
+    !contains(try(keys(var.sync_schedule_input), []), flag) || try(var.sync_schedule_input[flag] == true || var.sync_schedule_input[flag] == false, false)])
+    error_message = "sync_schedule_input.delete_missing, dry_run and force_delete must be true or false."
   }
 
   validation {
@@ -493,5 +507,33 @@ variable "function_url_allowed_principals" {
   validation {
     condition     = alltrue([for p in var.function_url_allowed_principals : can(regex("^arn:aws[a-z-]*:iam::[0-9]{12}:(root|role/.+|user/.+)$", p))])
     error_message = "function_url_allowed_principals must hold IAM ARNs of roles, users or account roots (arn:aws:iam::<account>:role/<name>); \"*\" is not allowed."
+  }
+}
+
+################################################################################
+# Multi-key runs on Step Functions
+################################################################################
+
+variable "state_machine_timeout_seconds" {
+  description = "Longest one multi-key run on the state machine may last, in seconds (the execution's TimeoutSeconds). Past it the execution stops as timed out (alarm <function>-executions-timed-out) and the namespace's lease expires one invocation later. The default, 6 hours, covers several million keys: at Cloudflare's 1,200 requests per 5 minutes a whole-namespace sync of 1M keys takes at least 46 minutes."
+  type        = number
+  default     = 21600
+  nullable    = false
+
+  validation {
+    condition     = var.state_machine_timeout_seconds >= 60 && var.state_machine_timeout_seconds <= 31536000 && floor(var.state_machine_timeout_seconds) == var.state_machine_timeout_seconds
+    error_message = "state_machine_timeout_seconds must be a whole number of seconds from 60 to 31536000 (one year, the limit of a Standard execution)."
+  }
+}
+
+variable "state_machine_retry_delays_seconds" {
+  description = "Seconds the state machine waits before each retry of a step that failed with a retryable error (RATE_LIMITED, TIMEOUT, NETWORK_ERROR, retryable API_ERROR or STORAGE_ERROR; never CONFLICT). Its length is the most retries in a row; a step that makes progress starts the count again. The retry resumes from the failed step's next_cursor."
+  type        = list(number)
+  default     = [30, 60, 120, 240, 480]
+  nullable    = false
+
+  validation {
+    condition     = length(var.state_machine_retry_delays_seconds) >= 1 && length(var.state_machine_retry_delays_seconds) <= 10 && alltrue([for delay in var.state_machine_retry_delays_seconds : delay >= 1 && delay <= 3600 && floor(delay) == delay])
+    error_message = "state_machine_retry_delays_seconds must hold 1 to 10 whole numbers of seconds, each from 1 to 3600."
   }
 }

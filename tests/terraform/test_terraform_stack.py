@@ -9,10 +9,16 @@ metric names and dimensions. Tracing stays off in this process: the X-Ray SDK
 patches botocore and requests globally, for good (the benchmarks and the zip
 test run the function traced, in interpreters of their own).
 
-moto 5.2.5 gaps met here: none for the resources this stack creates. The stack
+moto 5.2.5 gaps met here: the two Step Functions APIs the provider calls for the
+state machine (``tests.support.moto_sfn.add_missing_sfn_actions`` adds them). The stack
 has no X-Ray group or sampling rule (moto has neither API): the default sampling
 rule suits a function invoked a few times an hour, so one would not earn its
-place; tracing itself is the function's ``tracing_config``, checked below.
+place; tracing itself is the function's ``tracing_config``, checked below. moto
+runs no function code without Docker, and even with it never hands a failed
+asynchronous invocation to the ``OnFailure`` destination (its ``invoke`` ignores the
+event invoke config): the failure queue is checked as configuration only, and a
+failed scheduled run is followed from the handler's raise to the alarm its metric
+fires (test_a_failed_scheduled_run_raises_and_its_metric_fires_its_alarm).
 Configurations other than the applied one (customer-managed key, no schedule, no
 URL principals, no self-invocation) are checked on ``terraform plan`` JSON; every
 shape of the schedule's input on plans with the AWS provider mocked (``terraform
@@ -27,6 +33,7 @@ import fnmatch
 import importlib
 import io
 import json
+import operator
 import sys
 import time
 import uuid
@@ -40,12 +47,14 @@ import pytest
 from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 
-from kv_sync import events
+from kv_sync import errors, events
 from kv_sync.errors import ValidationError
 from kv_sync.model import Trigger
 from kv_sync.settings import ENV_VARS
 from local.lambda_context import LambdaContext
 from tests.support.function import load_event
+from tests.support.iam import LEASE_CALLS, PENDING_CALLS, dynamodb_targets
+from tests.support.moto_sfn import add_missing_sfn_actions
 from tests.terraform.tfharness import (
     Terraform,
     planned_changes,
@@ -101,21 +110,37 @@ VARIABLES: dict[str, Any] = {
     "max_continuations": 20,
 }
 
+# The alarm of each error type of severity "critical" (kv_sync.errors): one failure
+# needs a human, whatever the trigger.
+CRITICAL_ALARMS = {
+    "AUTH_ERROR": "auth-errors",
+    "CONFIGURATION_ERROR": "configuration-errors",
+    "INTERNAL_ERROR": "internal-errors",
+    "DELETION_REFUSED": "deletion-refused",
+}
+# The state machine's: executions (multi-key runs) that failed or timed out.
+STATE_MACHINE_ALARMS = {
+    "executions-failed": "ExecutionsFailed",
+    "executions-timed-out": "ExecutionsTimedOut",
+}
 ALARMS = {
     "errors",
     "duration",
     "throttles",
-    "auth-errors",
+    *CRITICAL_ALARMS.values(),
+    "records-failed",
     "dynamodb-throttles",
     "dynamodb-system-errors",
     "failure-queue-depth",
+    *STATE_MACHINE_ALARMS,
 }
 POWERTOOLS_ENV = {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_LOG_LEVEL"}
 # IAM actions of boto3 operations whose names differ from them.
 IAM_ACTIONS = {("lambda", "Invoke"): "lambda:InvokeFunction"}
 # What kv_sync/store.py calls: conditional puts (new and changed records), conditional
 # updates (ttl extensions), conditional deletes (delete_missing), batched reads of named
-# keys (a single key_name included), queries of listed ranges.
+# keys (a single key_name included), queries of listed ranges; and kv_sync/ledger.py, on
+# the lease and pending deletions beside the records (tests.support.iam.LEASE_CALLS).
 DYNAMODB_OPERATIONS = ("PutItem", "UpdateItem", "DeleteItem", "BatchGetItem", "Query")
 # Keys seeded for the multi-key runs; GONE_KEY is deleted from KV between two of them.
 BULK_KEYS = ("flags/alpha", "flags/beta", "flags/gamma")
@@ -124,6 +149,13 @@ GONE_KEY = "flags/beta"
 LONG_PREFIX = "long/"
 LONG_KEYS = tuple(f"{LONG_PREFIX}{index:02}" for index in range(12))
 LONG_PAGE_SIZE = 10  # the smallest listing page Cloudflare serves
+# Deleted from KV before the run over LONG_PREFIX that takes two invocations: its record
+# is found missing by the first and deleted by the last (1 of 12 records: the guard agrees).
+LONG_GONE = LONG_KEYS[0]
+# Changed in KV before that prefix's dry run, which takes two invocations too.
+LONG_CHANGED = LONG_KEYS[-1]
+# Synced, then deleted from KV: 1 of 1 record is over the deletion guard's 25 %.
+RETIRED_KEY = "retired-flag"
 
 
 @dataclass
@@ -180,6 +212,8 @@ def deployment(
     tf = Terraform.prepare(root / "stack", cli_config, moto_url=moto_server_url)
     package = stub_package(root / "lambda_function.zip")
     tf.write_vars({**VARIABLES, "lambda_package_path": str(package)})
+    # moto lacks two Step Functions APIs the provider calls (plan, and after creates)
+    add_missing_sfn_actions()
     tf.init()
     plan = tf.plan()
     tf.run("apply", "-input=false", "-auto-approve", "test.tfplan")
@@ -265,6 +299,7 @@ def test_function_runs_the_handler_with_the_declared_settings(deployment: Deploy
         "CLOUDFLARE_REQUESTS_PER_5_MINUTES": "1200",
         "MAX_CONTINUATIONS": "20",
         "DELETE_MISSING": "true",
+        "MAX_DELETE_PERCENT": "25",
         "SELF_INVOKE_CONTINUATION": "true",
     }
     concurrency = deployment.client("lambda").get_function_concurrency(FunctionName=FUNCTION)
@@ -288,7 +323,9 @@ def test_function_url_requires_iam_and_admits_only_the_listed_principal(deployme
         by_action.setdefault(statement["Action"], set()).add(principal)
     # Both actions, as AWS requires of Function URL callers since October 2025.
     assert by_action["lambda:InvokeFunctionUrl"] == {URL_PRINCIPAL}
-    assert by_action["lambda:InvokeFunction"] == {URL_PRINCIPAL, "events.amazonaws.com"}
+    # (the prefix schedule starts state machine executions, which invoke the function
+    # with the state machine's role: EventBridge gets no grant here)
+    assert by_action["lambda:InvokeFunction"] == {URL_PRINCIPAL}
     # moto 5.2.5 drops FunctionUrlAuthType from add_permission (no Condition comes
     # back), so the lambda:FunctionUrlAuthType condition is checked in the state.
     url_permissions = [
@@ -389,16 +426,36 @@ def test_alarms_watch_the_declared_metrics_and_notify_the_topic(deployment: Depl
         return a["Namespace"], a["MetricName"], dims, a["Statistic"], a["Threshold"]
 
     fn = {"FunctionName": FUNCTION}
-    assert simple("errors") == ("AWS/Lambda", "Errors", fn, "Sum", 5.0)
+    # error_rate_threshold's default: one failed scheduled run (it raises) is an alarm
+    assert simple("errors") == ("AWS/Lambda", "Errors", fn, "Sum", 1.0)
     assert simple("duration") == ("AWS/Lambda", "Duration", fn, "Maximum", 30000.0)
     assert simple("throttles") == ("AWS/Lambda", "Throttles", fn, "Sum", 1.0)
-    assert simple("auth-errors") == (
+    # one failure of a critical error type, any trigger, within 5 minutes
+    for error_type, name in CRITICAL_ALARMS.items():
+        assert simple(name) == (
+            NAMESPACE,
+            "SyncFailed",
+            {"service": SERVICE, "ErrorType": error_type},
+            "Sum",
+            1.0,
+        ), name
+    # a multi-key run that completed with some keys failed
+    assert simple("records-failed") == (
         NAMESPACE,
-        "SyncFailed",
-        {"service": SERVICE, "ErrorType": "AUTH_ERROR"},
+        "RecordsFailed",
+        {"service": SERVICE},
         "Sum",
         1.0,
     )
+    # an execution of the state machine (a scheduled multi-key run) that failed or timed out
+    machine = {"StateMachineArn": deployment.outputs["state_machine_arn"]}
+    for name, metric in STATE_MACHINE_ALARMS.items():
+        assert simple(name) == ("AWS/States", metric, machine, "Sum", 1.0), name
+    for name in ("errors", "records-failed", *CRITICAL_ALARMS.values()):
+        alarm = by_name[name]
+        assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold", name
+        assert (alarm["Period"], alarm["EvaluationPeriods"]) == (300, 1), name
+        assert alarm.get("DatapointsToAlarm", 1) == 1, name
     queue_name = deployment.resources["aws_sqs_queue.failures"]["name"]
     assert simple("failure-queue-depth") == (
         "AWS/SQS",
@@ -438,6 +495,8 @@ def test_alert_topic_is_encrypted_with_a_key_cloudwatch_may_use(deployment: Depl
         TopicArn=deployment.outputs["sns_topic_arn"]
     )["Subscriptions"]
 
+    account = deployment.client("sts").get_caller_identity()["Account"]
+
     assert topic["KmsMasterKeyId"] == key_arn
     assert kms.get_key_rotation_status(KeyId=key_arn)["KeyRotationEnabled"] is True
     cloudwatch = [
@@ -445,6 +504,8 @@ def test_alert_topic_is_encrypted_with_a_key_cloudwatch_may_use(deployment: Depl
     ]
     assert len(cloudwatch) == 1
     assert sorted(cloudwatch[0]["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey*"]
+    # only CloudWatch acting for this account (the confused-deputy guard)
+    assert cloudwatch[0]["Condition"] == {"StringEquals": {"aws:SourceAccount": account}}
     assert [(s["Protocol"], s["Endpoint"]) for s in subscriptions] == [
         ("email", "oncall@example.com")
     ]
@@ -492,21 +553,31 @@ def test_dashboard_shows_lambda_custom_dynamodb_metrics_and_recent_errors(deploy
     assert len(alarms["properties"]["alarms"]) == len(ALARMS)
 
 
-def test_schedule_invokes_the_function_with_its_input(deployment: Deployment):
+def test_multi_key_schedule_starts_a_state_machine_execution_with_its_selector(
+    deployment: Deployment,
+):
     events = deployment.client("events")
+    iam = deployment.client("iam")
     rule = events.describe_rule(Name=f"{FUNCTION}-schedule")
     [target] = events.list_targets_by_rule(Rule=f"{FUNCTION}-schedule")["Targets"]
+    role = iam.get_role(RoleName=f"{FUNCTION}-evb-role")["Role"]
+    document = iam.get_role_policy(
+        RoleName=f"{FUNCTION}-evb-role", PolicyName=f"{FUNCTION}-evb-policy"
+    )["PolicyDocument"]
+    statements = policy_statements(document if isinstance(document, str) else json.dumps(document))
 
     assert rule["ScheduleExpression"] == "rate(1 hour)"
     assert rule["State"] == "ENABLED"
-    assert target["Arn"] == deployment.outputs["lambda_function_arn"]
-    sent = json.loads(target["Input"])
-    assert sent == {
-        "detail-type": "Scheduled Event",
-        "source": "aws.events",
-        "detail": SCHEDULE_INPUT,
-    }
-    assert json.loads(deployment.outputs["schedule_input"]) == sent
+    # a prefix may take several invocations: the schedule starts an execution of the
+    # state machine, whose input is the selector itself
+    assert target["Arn"] == deployment.outputs["state_machine_arn"]
+    assert target["RoleArn"] == role["Arn"]
+    assert json.loads(target["Input"]) == SCHEDULE_INPUT
+    assert json.loads(deployment.outputs["schedule_input"]) == SCHEDULE_INPUT
+    # the schedule's role may start this state machine's executions, nothing else
+    assert [(s["Action"], s["Resource"]) for s in statements] == [
+        (["states:StartExecution"], [deployment.outputs["state_machine_arn"]])
+    ]
 
 
 def test_a_second_plan_shows_no_drift(deployment: Deployment):
@@ -520,25 +591,70 @@ def test_a_second_plan_shows_no_drift(deployment: Deployment):
 # --------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Datapoint:
+    """One metric value of an EMF document, as CloudWatch extracts it from the log."""
+
+    namespace: str
+    metric: str
+    dimensions: frozenset[tuple[str, str]]
+    value: float
+
+
 @dataclass
 class SyncRun:
-    """Responses, AWS calls and stdout of the handler's invocations."""
+    """Responses, raised errors, AWS calls and stdout of the handler's invocations."""
 
     responses: dict[str, dict[str, Any]]
+    # what the invocations that raised (scheduled ones that failed) raised
+    raised: dict[str, Exception]
     aws_calls: set[tuple[str, str]]
+    # (operation, kind of item) of every DynamoDB call: tests.support.iam.dynamodb_targets
+    dynamodb_targets: set[tuple[str, str]]
     stdout: str
+    # what each invocation printed: its log lines and EMF documents
+    outputs: dict[str, str]
     namespace_id: str
     # parameters of the Lambda Invoke calls (self-continuations), which are not sent
     invocations: list[dict[str, Any]]
+    # the same, by the label of the invocation that made them
+    continued_by: dict[str, list[dict[str, Any]]]
 
-    def emf(self) -> list[dict[str, Any]]:
+    def emf(self, label: str | None = None) -> list[dict[str, Any]]:
+        """The EMF documents printed by every invocation, or by ``label``'s."""
         documents = []
-        for line in self.stdout.splitlines():
+        text = self.stdout if label is None else self.outputs[label]
+        for line in text.splitlines():
             with contextlib.suppress(ValueError):
                 data = json.loads(line)
                 if isinstance(data, dict) and "_aws" in data:
                     documents.append(data)
         return documents
+
+    def datapoints(self, label: str | None = None) -> list[Datapoint]:
+        """Every metric value of the EMF documents, once per dimension set."""
+        points = []
+        for doc in self.emf(label):
+            for directive in doc["_aws"]["CloudWatchMetrics"]:
+                for dimension_set in directive["Dimensions"]:
+                    dims = frozenset((d, str(doc[d])) for d in dimension_set)
+                    for metric in directive["Metrics"]:
+                        values = doc[metric["Name"]]
+                        total = sum(values) if isinstance(values, list) else values
+                        points.append(
+                            Datapoint(directive["Namespace"], metric["Name"], dims, float(total))
+                        )
+        return points
+
+    def log_lines(self, label: str) -> list[dict[str, Any]]:
+        """The JSON log lines ``label``'s invocation printed (EMF documents excluded)."""
+        lines = []
+        for line in self.outputs[label].splitlines():
+            with contextlib.suppress(ValueError):
+                data = json.loads(line)
+                if isinstance(data, dict) and "_aws" not in data:
+                    lines.append(data)
+        return lines
 
 
 def _is_function_module(name: str) -> bool:
@@ -578,17 +694,22 @@ def sync_run(deployment: Deployment) -> Iterator[SyncRun]:
 
     secrets = deployment.client("secretsmanager")
     calls: set[tuple[str, str]] = set()
+    targets: set[tuple[str, str]] = set()
     invocations: list[dict[str, Any]] = []
-    recording = False
+    continued_by: dict[str, list[dict[str, Any]]] = {}
+    current: str | None = None  # the label of the invocation running, while one runs
     original = BaseClient._make_api_call
 
     def spy(self: Any, operation_name: str, api_params: Any) -> Any:
         service = self.meta.service_model.endpoint_prefix
-        if recording:
+        if current is not None:
             calls.add((service, operation_name))
+            if service == "dynamodb":
+                targets.update(dynamodb_targets(operation_name, api_params))
         if (service, operation_name) == ("lambda", "Invoke"):
             # moto would run the stub zip; the test plays Lambda and invokes the handler
             invocations.append(dict(api_params))
+            continued_by.setdefault(current or "", []).append(dict(api_params))
             return {"StatusCode": 202, "ResponseMetadata": {"HTTPStatusCode": 202}}
         return original(self, operation_name, api_params)
 
@@ -624,12 +745,14 @@ def sync_run(deployment: Deployment) -> Iterator[SyncRun]:
         mp.setattr(cold_start, "is_cold_start", True)
         stdout = io.StringIO()
         responses: dict[str, dict[str, Any]] = {}
+        raised: dict[str, Exception] = {}
+        outputs: dict[str, str] = {}
         with contextlib.redirect_stdout(stdout), fresh_lambda_modules() as handler:
             function_arn = deployment.outputs["lambda_function_arn"]
 
             def invoke(label: str, event: dict[str, Any], timeout_ms: int = 55_000) -> None:
-                nonlocal recording
-                recording = True
+                nonlocal current
+                current, start = label, len(stdout.getvalue())
                 context = LambdaContext(
                     timeout_ms=timeout_ms,
                     function_name=FUNCTION,
@@ -638,13 +761,25 @@ def sync_run(deployment: Deployment) -> Iterator[SyncRun]:
                 )
                 try:
                     responses[label] = handler.lambda_handler(event, context)
+                except Exception as exc:  # a failed scheduled run raises, as Lambda needs
+                    raised[label] = exc
                 finally:
-                    recording = False
+                    current = None
+                    outputs[label] = stdout.getvalue()[start:]
+
+            def deliver(label: str, prefix: str) -> None:
+                """Deliver the continuations ``label`` started, as Lambda would."""
+                for index, invocation in enumerate(continued_by.get(label, [])):
+                    invoke(f"{prefix}_{index + 1}", json.loads(invocation["Payload"]))
 
             invoke("no_secret_value", {"key_name": "flag"})
+            # the schedule's event while the secret is still empty: it raises
+            invoke("scheduled_no_secret", load_event("scheduledEvent.json"))
             put_secret("revoked-token", namespace_id, emulator.account_id)
             invoke("bad_token", {"key_name": "flag"})
             put_secret(TOKEN, namespace_id, emulator.account_id)
+            # one Cloudflare 503 on the way: the function retries it (CloudflareRetries)
+            emulator.add_fault(status=503, times=1, path_contains="/bulk/get")
             invoke("named_key", {"key_name": "flag"})
             invoke("default_key", {})
             # the constant input the EventBridge target sends
@@ -668,17 +803,47 @@ def sync_run(deployment: Deployment) -> Iterator[SyncRun]:
             invoke("all", {"all": True, "delete_missing": True})
             emulator.delete(namespace_id, GONE_KEY)
             invoke("all_after_delete", {"all": True, "delete_missing": True})
-            # More keys than a listing page, and 2 s left: the first page runs,
-            # then too little time is left for another, so the run continues
-            # itself (Invoke) ...
+            # More keys than a listing page, synced in one invocation ...
             for key in LONG_KEYS:
                 emulator.put(namespace_id, key, f"value of {key}")
-            mp.setattr(sys.modules["kv_sync.engine"], "LIST_PAGE_SIZE", LONG_PAGE_SIZE)
-            invoke("continuing", {"prefix": LONG_PREFIX}, timeout_ms=2_000)
+            mp.setattr(sys.modules["kv_sync.pages"], "LIST_PAGE_SIZE", LONG_PAGE_SIZE)
+            invoke("long_first", {"prefix": LONG_PREFIX})
+            # ... then one key gone, and no invocation with the time for a second page:
+            # the run stops after the first (keeping the record to delete and the
+            # lease) and continues itself (Invoke) ...
+            emulator.delete(namespace_id, LONG_GONE)
+            mp.setattr(sys.modules["kv_sync.engine"], "MIN_PAGE_SECONDS", 3_600.0)
+            invoke("continuing", {"prefix": LONG_PREFIX})
+            # ... a second multi-key run meanwhile meets its lease ...
+            invoke("conflict", {"all": True})
             # ... and the test delivers the continuation as Lambda would
-            for index, invocation in enumerate(list(invocations)):
-                invoke(f"continuation_{index + 1}", json.loads(invocation["Payload"]))
-        yield SyncRun(responses, calls, stdout.getvalue(), namespace_id, invocations)
+            deliver("continuing", "continuation")
+            # A dry run over two invocations, continuing itself too
+            emulator.put(namespace_id, LONG_CHANGED, "changed in KV")
+            invoke("dry_continuing", {"prefix": LONG_PREFIX, "dry_run": True})
+            deliver("dry_continuing", "dry_continuation")
+            # The deletion guard: a scheduled run that would delete 1 of 1 record
+            # raises; forced, the same selector deletes it.
+            emulator.put(namespace_id, RETIRED_KEY, "soon gone")
+            invoke("retired_synced", {"key_name": RETIRED_KEY})
+            emulator.delete(namespace_id, RETIRED_KEY)
+            scheduled = {**load_event("scheduledEvent.json")}
+            scheduled["detail"] = {"key_name": RETIRED_KEY, "delete_missing": True}
+            invoke("scheduled_refused", scheduled)
+            invoke(
+                "forced", {"key_name": RETIRED_KEY, "delete_missing": True, "force_delete": True}
+            )
+        yield SyncRun(
+            responses,
+            raised,
+            calls,
+            targets,
+            stdout.getvalue(),
+            outputs,
+            namespace_id,
+            invocations,
+            continued_by,
+        )
 
 
 def _target_input(deployment: Deployment) -> str:
@@ -781,17 +946,24 @@ def test_handler_syncs_many_keys_and_deletes_the_one_gone_from_kv(
 def test_handler_continues_a_long_run_by_invoking_its_own_function(
     deployment: Deployment, sync_run: SyncRun
 ):
+    # GIVEN a prefix of 12 keys, one of them gone from KV, and invocations with the
+    # time for one listing page of 10
+    first = sync_run.responses["long_first"]
     continuing = sync_run.responses["continuing"]
-    [invocation] = sync_run.invocations
+    [invocation] = sync_run.continued_by["continuing"]
     continued = sync_run.responses["continuation_1"]
 
+    # THEN the first run (time for both pages) synced all 12
+    assert first["data"]["complete"] is True, first
+    assert first["statistics"]["records_written"] == len(LONG_KEYS)
+    # AND the second stopped after a page and continued itself
     assert continuing["success"] is True, continuing
     assert continuing["data"]["complete"] is False
     assert continuing["data"]["continued"] is True
     assert invocation["FunctionName"] == deployment.outputs["lambda_function_arn"]
     assert invocation["InvocationType"] == "Event"
     sent = json.loads(invocation["Payload"])
-    # a scheduled event, so the continued run's retryable failures raise for Lambda
+    # a scheduled event, so the continued run's failures raise for Lambda
     assert sent["detail-type"] == "Scheduled Event"
     payload = sent["detail"]
     assert payload["prefix"] == LONG_PREFIX
@@ -801,11 +973,117 @@ def test_handler_continues_a_long_run_by_invoking_its_own_function(
     assert continued["data"]["complete"] is True
     # the first invocation synced one page, the continuation the rest
     assert continuing["statistics"]["keys_listed"] == LONG_PAGE_SIZE
-    assert continued["statistics"]["keys_listed"] == len(LONG_KEYS) - LONG_PAGE_SIZE
+    assert continued["statistics"]["keys_listed"] == len(LONG_KEYS) - 1 - LONG_PAGE_SIZE
+    # AND the record of the gone key, found missing by the first invocation, was
+    # deleted by the last one only, the guard judging the whole run (1 of 12 stored)
+    assert continuing["statistics"]["records_deleted"] == 0
+    assert continued["statistics"]["records_deleted"] == 1
+    assert continued["data"]["deletion"] == {
+        "to_delete": 1,
+        "stored": len(LONG_KEYS),
+        "max_delete_percent": 25,
+        "force_delete": False,
+        "refused": None,
+        "skipped": None,
+    }
+    assert _item(deployment, sync_run.namespace_id, LONG_GONE) is None
     for key in LONG_KEYS:
-        item = _item(deployment, sync_run.namespace_id, key)
-        assert item is not None, key
-        assert item["value"] == {"S": f"value of {key}"}
+        if key != LONG_GONE:
+            item = _item(deployment, sync_run.namespace_id, key)
+            assert item is not None, key
+            if key != LONG_CHANGED:  # changed in KV since, for a dry run that wrote nothing
+                assert item["value"] == {"S": f"value of {key}"}, key
+
+
+def test_a_second_multi_key_run_meets_the_lease_of_the_unfinished_one(
+    deployment: Deployment, sync_run: SyncRun
+):
+    # GIVEN a multi-key run that stopped with a cursor and continues itself
+    holder = sync_run.responses["continuing"]
+
+    # WHEN another multi-key run starts before its continuation
+    conflict = sync_run.responses["conflict"]
+
+    # THEN that one fails fast, retryable, naming the running one, and synced nothing
+    assert conflict["success"] is False
+    assert conflict["error"]["type"] == "CONFLICT"
+    assert conflict["error"]["is_retryable"] is True
+    message = conflict["error"]["message"]
+    assert message.startswith(
+        f"Another multi-key run has been syncing namespace {sync_run.namespace_id} since "
+    )
+    assert holder["data"]["selector"] == {"prefix": LONG_PREFIX}
+    assert LONG_PREFIX in message
+    assert conflict["statistics"]["keys_listed"] == 0
+    assert conflict["statistics"]["dynamodb_writes"] == 0
+    # AND the continuation took the lease over and finished the run
+    assert sync_run.responses["continuation_1"]["data"]["complete"] is True
+    # AND once every run ended, no lease and no pending deletions are left in the table
+    left = (
+        deployment.client("dynamodb")
+        .query(
+            TableName=TABLE,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :own)",
+            ExpressionAttributeValues={
+                ":pk": {"S": f"NAMESPACE#{sync_run.namespace_id}"},
+                ":own": {"S": "#"},
+            },
+            ConsistentRead=True,
+        )
+        .get("Items", [])
+    )
+    assert not [item["sk"]["S"] for item in left if item["sk"]["S"].startswith(("#LEASE", "#RUN#"))]
+
+
+def test_a_dry_run_that_continues_itself_stays_a_dry_run(deployment: Deployment, sync_run: SyncRun):
+    # GIVEN a key changed in KV, and a dry run over its prefix that needs two invocations
+    first = sync_run.responses["dry_continuing"]
+    [invocation] = sync_run.continued_by["dry_continuing"]
+
+    # WHEN Lambda delivers the continuation it started
+    continued = sync_run.responses.get("dry_continuation_1")
+
+    # THEN the continuation is a dry run too, and says what the real run would write
+    assert json.loads(invocation["Payload"])["detail"]["dry_run"] is True
+    assert "dry_continuation_1" not in sync_run.raised, sync_run.raised.get("dry_continuation_1")
+    assert continued is not None
+    for document in (first, continued):
+        assert document["success"] is True, document
+        assert document["data"]["dry_run"] is True
+        assert document["data"]["message"].startswith("Dry run, nothing written: would sync")
+    assert first["data"]["complete"] is False and first["data"]["continued"] is True
+    assert continued["data"]["complete"] is True
+    assert continued["statistics"]["records_written"] == 1
+    assert continued["data"]["sample"]["written"] == [LONG_CHANGED]
+    # AND nothing was written: the table still holds the value synced before
+    item = _item(deployment, sync_run.namespace_id, LONG_CHANGED)
+    assert item is not None
+    assert item["value"] == {"S": f"value of {LONG_CHANGED}"}
+
+
+def test_deletion_guard_refuses_a_scheduled_run_and_force_delete_overrides_it(
+    deployment: Deployment, sync_run: SyncRun
+):
+    # GIVEN a synced key since deleted from KV: deleting its record is 1 of 1 (100 %)
+    assert sync_run.responses["retired_synced"]["success"] is True
+
+    # WHEN the schedule syncs it with delete_missing
+    refused = sync_run.raised.get("scheduled_refused")
+
+    # THEN the run raised DELETION_REFUSED, not retryable, and deleted nothing
+    assert refused is not None
+    assert getattr(refused, "type", None) == "DELETION_REFUSED"
+    assert getattr(refused, "is_retryable", None) is False
+    assert "more than MAX_DELETE_PERCENT (25 %)" in str(refused)
+    # AND forced, the same selector still found the record and deleted it, with a
+    # warning in the log
+    forced = sync_run.responses["forced"]
+    assert forced["error"]["type"] == "NOT_FOUND"
+    assert "its DynamoDB record was deleted" in forced["error"]["message"]
+    assert "Deletion guard overridden by force_delete" in {
+        line.get("message") for line in sync_run.log_lines("forced")
+    }
+    assert _item(deployment, sync_run.namespace_id, RETIRED_KEY) is None
 
 
 def test_handler_never_logs_the_token(sync_run: SyncRun):
@@ -834,6 +1112,12 @@ def test_contract_dynamodb_actions_called_are_the_ones_granted(
     assert {a for a in called if a.startswith("dynamodb:")} == {
         f"dynamodb:{op}" for op in DYNAMODB_OPERATIONS
     }
+    # the records, and the lease and pending deletions beside them: all of it with
+    # the granted operations on the one table
+    assert {(op, "record") for op in DYNAMODB_OPERATIONS} <= sync_run.dynamodb_targets
+    assert not LEASE_CALLS - sync_run.dynamodb_targets, sorted(LEASE_CALLS)
+    assert not PENDING_CALLS - sync_run.dynamodb_targets, sorted(PENDING_CALLS)
+    assert {op for op, _ in sync_run.dynamodb_targets} == set(DYNAMODB_OPERATIONS)
     assert called <= granted, called - granted
     assert "secretsmanager:GetSecretValue" in called
     assert "lambda:InvokeFunction" in called
@@ -856,17 +1140,15 @@ def test_contract_self_invocation_targets_a_granted_function_arn(
 def test_contract_metrics_emitted_are_the_ones_alarms_and_dashboard_watch(
     deployment: Deployment, sync_run: SyncRun
 ):
-    emitted: set[tuple[str, str, frozenset[tuple[str, str]]]] = set()
-    for doc in sync_run.emf():
-        for directive in doc["_aws"]["CloudWatchMetrics"]:
-            for dimension_set in directive["Dimensions"]:
-                dims = frozenset((d, str(doc[d])) for d in dimension_set)
-                for metric in directive["Metrics"]:
-                    emitted.add((directive["Namespace"], metric["Name"], dims))
+    emitted = {(p.namespace, p.metric, p.dimensions) for p in sync_run.datapoints()}
     service = ("service", SERVICE)
 
-    # the auth alarm's exact metric and dimensions
-    assert (NAMESPACE, "SyncFailed", frozenset({service, ("ErrorType", "AUTH_ERROR")})) in emitted
+    # the exact metric and dimensions of the critical alarms met by the runs
+    for error_type in ("AUTH_ERROR", "CONFIGURATION_ERROR", "DELETION_REFUSED"):
+        dims = frozenset({service, ("ErrorType", error_type)})
+        assert (NAMESPACE, "SyncFailed", dims) in emitted, error_type
+    # the Cloudflare 503 that was retried
+    assert sync_run.responses["named_key"]["statistics"]["cloudflare_retries"] == 1
     # the dashboard's custom metrics, with the dimensions its widgets use
     for metric in (
         "SyncSucceeded",
@@ -882,6 +1164,102 @@ def test_contract_metrics_emitted_are_the_ones_alarms_and_dashboard_watch(
         assert (NAMESPACE, metric, frozenset({service})) in emitted, metric
     assert (NAMESPACE, "ColdStart", frozenset({service, ("function_name", FUNCTION)})) in emitted
     assert {namespace for namespace, _, _ in emitted} == {NAMESPACE}
+
+
+# How CloudWatch compares an alarm's statistic with its threshold.
+COMPARISONS: dict[str, Callable[[float, float], bool]] = {
+    "GreaterThanOrEqualToThreshold": operator.ge,
+    "GreaterThanThreshold": operator.gt,
+    "LessThanThreshold": operator.lt,
+    "LessThanOrEqualToThreshold": operator.le,
+}
+
+
+def alarms_watching(alarms: list[dict[str, Any]], point: Datapoint) -> list[dict[str, Any]]:
+    """The alarms whose metric is the datapoint's.
+
+    CloudWatch identifies a metric by its namespace, its name and its whole set of
+    dimensions: a datapoint with one dimension more or less is another metric.
+    """
+    return [
+        alarm
+        for alarm in alarms
+        if (alarm.get("Namespace"), alarm.get("MetricName")) == (point.namespace, point.metric)
+        and frozenset((d["Name"], d["Value"]) for d in alarm["Dimensions"]) == point.dimensions
+    ]
+
+
+def fires_on_one_datapoint(alarm: dict[str, Any], value: float) -> bool:
+    """Whether ``value``, the only datapoint of a period, puts the alarm in ALARM."""
+    assert alarm["Statistic"] in {"Sum", "Maximum"}, alarm["AlarmName"]  # one value: itself
+    assert alarm.get("DatapointsToAlarm", alarm["EvaluationPeriods"]) == 1, alarm["AlarmName"]
+    return COMPARISONS[alarm["ComparisonOperator"]](value, alarm["Threshold"])
+
+
+@pytest.mark.parametrize(
+    ("label", "error_type"),
+    [("scheduled_no_secret", "CONFIGURATION_ERROR"), ("scheduled_refused", "DELETION_REFUSED")],
+)
+def test_a_failed_scheduled_run_raises_and_its_metric_fires_its_alarm(
+    deployment: Deployment, sync_run: SyncRun, label: str, error_type: str
+):
+    # GIVEN the applied stack's alarms, and the topic they notify
+    alarms = deployment.client("cloudwatch").describe_alarms(AlarmNamePrefix=f"{FUNCTION}-")[
+        "MetricAlarms"
+    ]
+    by_name = {a["AlarmName"]: a for a in alarms}
+    topic = deployment.outputs["sns_topic_arn"]
+
+    # WHEN a scheduled event fails in the handler (the empty secret as Terraform leaves
+    # it; a deletion over the guard's limit)
+    raised = sync_run.raised.get(label)
+    failed = [p for p in sync_run.datapoints(label) if p.metric == "SyncFailed"]
+
+    # THEN the handler raised, which Lambda counts as one Errors datapoint (and retries,
+    # then sends to the failure queue): the errors alarm fires on that one
+    assert raised is not None, sync_run.responses.get(label)
+    assert getattr(raised, "type", None) == error_type
+    assert fires_on_one_datapoint(by_name[f"{FUNCTION}-errors"], 1.0)
+    # AND it printed one SyncFailed datapoint of its type, the metric of exactly one
+    # alarm of the stack, which that datapoint fires, notifying the topic
+    assert [p.dimensions for p in failed] == [
+        frozenset({("service", SERVICE), ("ErrorType", error_type)})
+    ]
+    [alarm] = alarms_watching(alarms, failed[0])
+    assert alarm["AlarmName"] == f"{FUNCTION}-{CRITICAL_ALARMS[error_type]}"
+    assert fires_on_one_datapoint(alarm, failed[0].value)
+    assert alarm["AlarmActions"] == [topic]
+    assert alarm["ActionsEnabled"] is True
+    # AND its log line says why
+    [log] = [line for line in sync_run.log_lines(label) if line.get("message") == "Sync failed"]
+    assert (log["level"], log["error_type"], log["trigger"]) == ("ERROR", error_type, "schedule")
+
+
+def test_contract_every_critical_error_type_has_its_alarm(deployment: Deployment):
+    # GIVEN the error types whose severity is "critical" in the function's code
+    critical = {
+        cls.type
+        for cls in vars(errors).values()
+        if isinstance(cls, type)
+        and issubclass(cls, errors.SyncError)
+        and cls.severity == "critical"
+    }
+    alarms = deployment.client("cloudwatch").describe_alarms(AlarmNamePrefix=f"{FUNCTION}-")[
+        "MetricAlarms"
+    ]
+
+    # WHEN the stack's alarms on SyncFailed are read
+    watched = {
+        d["Value"]: a["AlarmName"].removeprefix(f"{FUNCTION}-")
+        for a in alarms
+        if a.get("MetricName") == "SyncFailed"
+        for d in a["Dimensions"]
+        if d["Name"] == "ErrorType"
+    }
+
+    # THEN each critical type has its alarm, and no other type has one
+    assert watched == CRITICAL_ALARMS
+    assert set(CRITICAL_ALARMS) == critical
 
 
 # --------------------------------------------------------------------------------------
@@ -911,6 +1289,7 @@ def test_plan_with_customer_managed_key_and_no_schedule_or_url_principals(
     assert after["aws_sns_topic.alerts"]["kms_master_key_id"] == key
     assert after["aws_sqs_queue.failures"]["kms_master_key_id"] == key
     assert after["aws_cloudwatch_log_group.lambda"]["kms_key_id"] == key
+    assert after["aws_cloudwatch_log_group.state_machine"]["kms_key_id"] == key
     assert after["aws_secretsmanager_secret.cloudflare"]["kms_key_id"] == key
     assert after["aws_lambda_function.sync"]["kms_key_arn"] == key
     assert after["aws_lambda_function.sync"]["architectures"] == ["arm64"]
@@ -924,9 +1303,104 @@ def test_plan_with_customer_managed_key_and_no_schedule_or_url_principals(
     statements = changes["data.aws_iam_policy_document.lambda"]["after"]["statement"]
     # self_invoke_continuation = false (the default): no lambda action at all
     assert not any(a.startswith("lambda:") for s in statements for a in s["actions"])
+    # AND the readers' policy may decrypt with the key, through DynamoDB only
+    reader = changes["data.aws_iam_policy_document.reader"]["after"]["statement"]
+    [decrypt] = [s for s in reader if s["sid"] == "DecryptKvMirror"]
+    assert (decrypt["actions"], decrypt["resources"]) == (["kms:Decrypt"], [key])
+    [reader_via] = decrypt["condition"]
+    assert (reader_via["variable"], reader_via["values"]) == (
+        "kms:ViaService",
+        ["dynamodb.us-east-1.amazonaws.com"],
+    )
     [kms] = [s for s in statements if s["sid"] == "UseCustomerManagedKey"]
     assert sorted(kms["actions"]) == ["kms:Decrypt", "kms:GenerateDataKey"]
     assert kms["resources"] == [key]
+    # only through the two services that use the key for the function: the secret's
+    # reads and the failure queue's sends
+    [via] = kms["condition"]
+    assert (via["test"], via["variable"]) == ("StringEquals", "kms:ViaService")
+    assert sorted(via["values"]) == [
+        "secretsmanager.us-east-1.amazonaws.com",
+        "sqs.us-east-1.amazonaws.com",
+    ]
+
+
+def test_a_key_of_another_region_fails_at_plan(deployment: Deployment, tmp_path: Path):
+    # GIVEN a customer-managed key of eu-west-1 for a stack in us-east-1
+    tf = deployment.tf.fork(tmp_path / "region")
+    tf.write_vars(
+        {
+            "lambda_package_path": deployment.package_path,
+            "kms_key_arn": "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+        }
+    )
+
+    # WHEN the stack is planned
+    result = tf.run("plan", "-input=false", check=False)
+
+    # THEN the plan fails with the precondition's message, before anything is created
+    assert result.returncode != 0
+    messages = " ".join(result.stderr.split())
+    assert "kms_key_arn names a key in another Region" in messages, messages[-3000:]
+    assert "need a key of us-east-1" in messages
+
+
+# The longest name each resource type of the stack may have (AWS's limits).
+NAME_LIMITS: dict[str, tuple[str, int]] = {
+    "aws_lambda_function": ("function_name", 64),
+    "aws_iam_role": ("name", 64),
+    "aws_iam_role_policy": ("name", 128),
+    "aws_cloudwatch_event_rule": ("name", 64),
+    "aws_sqs_queue": ("name", 80),
+    "aws_sns_topic": ("name", 256),
+    "aws_kms_alias": ("name", 256),
+    "aws_cloudwatch_metric_alarm": ("alarm_name", 255),
+    "aws_cloudwatch_dashboard": ("dashboard_name", 255),
+    "aws_cloudwatch_log_group": ("name", 512),
+    "aws_sfn_state_machine": ("name", 80),
+}
+
+
+def test_the_longest_names_allowed_plan_and_every_derived_name_fits(
+    deployment: Deployment, tmp_path: Path
+):
+    # GIVEN the longest function name the validation allows (55), a table name of
+    # DynamoDB's maximum (255), a schedule and a deletion guard of 40 %
+    function = f"kvsync-{SUFFIX}-".ljust(55, "x")
+    table = f"t{SUFFIX}.".ljust(255, "y")
+    tf = deployment.tf.fork(tmp_path / "long")
+    tf.write_vars(
+        {
+            "lambda_package_path": deployment.package_path,
+            "lambda_function_name": function,
+            "dynamodb_table_name": table,
+            "sync_schedule_expression": "rate(1 day)",
+            "max_delete_percent": 40,
+        }
+    )
+
+    # WHEN the stack is planned
+    plan = tf.plan()
+
+    # THEN it plans, and every name made from the function's fits its service
+    after = {c["address"]: c["change"]["after"] for c in plan["resource_changes"]}
+    named: set[str] = set()
+    for change in plan["resource_changes"]:
+        if change["mode"] == "managed" and change["type"] in NAME_LIMITS:
+            attribute, limit = NAME_LIMITS[change["type"]]
+            name = change["change"]["after"][attribute]
+            assert len(name) <= limit, (change["address"], len(name), limit)
+            named.add(change["type"])
+    assert named == set(NAME_LIMITS)
+    assert after["aws_cloudwatch_event_rule.schedule[0]"]["name"] == f"{function}-schedule"
+    assert len(f"{function}-schedule") == 64
+    # AND the function's description is cut to Lambda's 256 characters
+    function_after = after["aws_lambda_function.sync"]
+    description = function_after["description"]
+    assert len(description) == 256
+    assert description.startswith(f"Copies Cloudflare Workers KV entries into the {table[:100]}")
+    # AND the deletion guard reaches the function's environment
+    assert function_after["environment"][0]["variables"]["MAX_DELETE_PERCENT"] == "40"
 
 
 def test_bad_variable_values_fail_at_plan_with_clear_messages(
@@ -957,7 +1431,7 @@ def test_bad_variable_values_fail_at_plan_with_clear_messages(
         "log_retention_days must be one CloudWatch Logs accepts",
         "secret_recovery_window_days must be 0 or from 7 to 30",
         '"*" is not allowed',
-        "sync_schedule_input accepts only the fields key_name, key_names, prefix, all and",
+        "sync_schedule_input accepts only the fields key_name, key_names, prefix, all,",
         'alert_email must be "" or an email address',
         "aliases are not accepted",
     ):
@@ -977,8 +1451,18 @@ SCHEDULE_SHAPES: list[tuple[dict[str, Any], dict[str, Any]]] = [
 
 
 def scheduled_event(detail: dict[str, Any]) -> dict[str, Any]:
-    """The event the schedule sends for a ``sync_schedule_input``."""
+    """The event the schedule sends the function for a one-key ``sync_schedule_input``."""
     return {"detail-type": "Scheduled Event", "source": "aws.events", "detail": detail}
+
+
+def is_multi_key(schedule_input: dict[str, Any]) -> bool:
+    """Whether the schedule starts a state machine execution (else it invokes the function)."""
+    return any(field in schedule_input for field in ("key_names", "prefix", "all"))
+
+
+def target_input(schedule_input: dict[str, Any]) -> dict[str, Any]:
+    """What the schedule's target gets: an execution's input is the selector itself."""
+    return schedule_input if is_multi_key(schedule_input) else scheduled_event(schedule_input)
 
 
 # Answers of the mocked provider that the configuration needs to be well formed.
@@ -1017,14 +1501,23 @@ def schedule_shapes_test_file(package_path: str) -> str:
     ]
     for index, (schedule_input, _) in enumerate(SCHEDULE_SHAPES):
         sent = "aws_cloudwatch_event_target.schedule[0].input"
-        expected = json.dumps(json.dumps(scheduled_event(schedule_input)))
+        expected = json.dumps(json.dumps(target_input(schedule_input)))
         condition = f"jsondecode({sent}) == jsondecode({expected})"
+        # a state machine execution, started with the schedule's role; or the function,
+        # invoked under its resource policy
+        machine = int(is_multi_key(schedule_input))
+        target = (
+            f"length(aws_iam_role.schedule) == {machine}"
+            f" && length(aws_lambda_permission.schedule) == {1 - machine}"
+        )
         blocks.append(
             f'run "shape_{index}" {{\n'
             "  command = plan\n"
             f"  variables {{\n    sync_schedule_input = {json.dumps(schedule_input)}\n  }}\n"
             f"  assert {{\n    condition     = {condition}\n"
             f"    error_message = {json.dumps('wrong input for ' + json.dumps(schedule_input))}\n  }}\n"
+            f"  assert {{\n    condition     = {target}\n"
+            f"    error_message = {json.dumps('wrong target for ' + json.dumps(schedule_input))}\n  }}\n"
             "}\n"
         )
     return "\n".join(blocks)
@@ -1053,12 +1546,14 @@ def test_plan_puts_each_schedule_selector_into_the_rule_target_input(
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert f"{len(SCHEDULE_SHAPES)} passed, 0 failed" in result.stdout
     for schedule_input, selector in SCHEDULE_SHAPES:
-        # what the target sends, as the function's own event parser reads it
+        # what the target sends, as the function's own event parser reads it (the
+        # state machine invokes the function with the selector, directly)
         request = events.parse_event(
-            scheduled_event(schedule_input), "redirect-all-users-to-essentials"
+            target_input(schedule_input), "redirect-all-users-to-essentials"
         )
         assert request.selector() == selector
-        assert request.trigger is Trigger.SCHEDULE
+        expected = Trigger.DIRECT if is_multi_key(schedule_input) else Trigger.SCHEDULE
+        assert request.trigger is expected
         assert request.delete_missing == schedule_input.get("delete_missing")
 
 
@@ -1067,7 +1562,7 @@ TOO_LONG_INPUT = {"key_names": [f"key-{i:04}" for i in range(900)]}
 BAD_SCHEDULE_INPUTS: list[tuple[Any, str]] = [
     ("flags/", "sync_schedule_input must be an object"),
     (["a"], "sync_schedule_input must be an object"),
-    ({"keys": "a,b"}, "accepts only the fields key_name, key_names, prefix, all and"),
+    ({"keys": "a,b"}, "accepts only the fields key_name, key_names, prefix, all,"),
     ({"cursor": "abc"}, "accepts only the fields"),
     ({"key_name": "a", "prefix": "b"}, "takes at most one selector of key_name, key_names"),
     ({"all": True, "key_names": ["a"]}, "takes at most one selector"),
@@ -1085,7 +1580,8 @@ BAD_SCHEDULE_INPUTS: list[tuple[Any, str]] = [
     ({"prefix": ["flags/"]}, "sync_schedule_input.prefix must be a non-empty string"),
     ({"all": False}, "sync_schedule_input.all must be true"),
     ({"all": "true"}, "sync_schedule_input.all must be true"),
-    ({"delete_missing": "yes"}, "sync_schedule_input.delete_missing must be true or false"),
+    ({"delete_missing": "yes"}, "delete_missing, dry_run and force_delete must be true or false"),
+    ({"dry_run": "yes"}, "delete_missing, dry_run and force_delete must be true or false"),
 ]
 
 
@@ -1097,10 +1593,7 @@ def test_bad_schedule_inputs_fail_validation_and_the_function_rejects_them_too(
     The validations need no provider, so each plan takes a fraction of a second;
     the full stack's plan reports the same messages (test_bad_variable_values...).
     """
-    tf = Terraform.prepare(tmp_path / "variables", cli_config)
-    for path in tf.workdir.glob("*.tf"):
-        if path.name != "variables.tf":
-            path.unlink()
+    tf = variables_only(cli_config, tmp_path / "variables")
     for index, (schedule_input, expected) in enumerate(BAD_SCHEDULE_INPUTS):
         name = f"bad{index}.tfvars.json"
         tf.write_vars({"sync_schedule_input": schedule_input}, name=name)
@@ -1117,6 +1610,51 @@ def test_bad_schedule_inputs_fail_validation_and_the_function_rejects_them_too(
     result = tf.run("plan", "-input=false", "-var-file=long.tfvars.json", check=False)
     assert result.returncode != 0
     assert "must be at most 8100 characters" in " ".join(result.stderr.split())
+
+
+def variables_only(cli_config: Path, workdir: Path) -> Terraform:
+    """terraform/variables.tf alone: its validations plan in a fraction of a second."""
+    tf = Terraform.prepare(workdir, cli_config)
+    for path in tf.workdir.glob("*.tf"):
+        if path.name != "variables.tf":
+            path.unlink()
+    return tf
+
+
+# (variables, the message of the validation that refuses them; None: accepted)
+VARIABLE_CASES: list[tuple[dict[str, Any], str | None]] = [
+    ({"lambda_function_name": "f" * 56}, "lambda_function_name must be 1 to 55 letters"),
+    ({"lambda_function_name": "f" * 55}, None),
+    ({"lambda_function_name": "bad.name"}, "lambda_function_name must be 1 to 55 letters"),
+    ({"max_delete_percent": -1}, "max_delete_percent must be a whole number from 0 to 100"),
+    ({"max_delete_percent": 101}, "max_delete_percent must be a whole number from 0 to 100"),
+    ({"max_delete_percent": 12.5}, "max_delete_percent must be a whole number from 0 to 100"),
+    ({"max_delete_percent": 0}, None),
+    ({"max_delete_percent": 100}, None),
+    ({"error_rate_threshold": 0}, "error_rate_threshold"),
+]
+
+
+def test_name_length_and_deletion_guard_validations(cli_config: Path, tmp_path: Path):
+    tf = variables_only(cli_config, tmp_path / "validations")
+    for index, (variables, expected) in enumerate(VARIABLE_CASES):
+        # GIVEN one set of values
+        name = f"case{index}.tfvars.json"
+        tf.write_vars(variables, name=name)
+
+        # WHEN they are planned
+        result = tf.run("plan", "-input=false", f"-var-file={name}", check=False)
+
+        # THEN a refused value fails with its validation's message, an accepted one plans
+        messages = " ".join(result.stderr.split())
+        if expected is None:
+            assert result.returncode == 0, (variables, messages[-2000:])
+        else:
+            assert result.returncode != 0, variables
+            assert expected in messages, (variables, expected, messages[-2000:])
+    # the 55 of the validation: "<name>-schedule", the longest name made from it,
+    # must fit EventBridge's 64
+    assert len("f" * 55 + "-schedule") == 64
 
 
 def test_inconsistent_timeouts_fail_at_plan(deployment: Deployment, tmp_path: Path):
@@ -1142,8 +1680,49 @@ def test_inconsistent_timeouts_fail_at_plan(deployment: Deployment, tmp_path: Pa
 # --------------------------------------------------------------------------------------
 
 
+def test_reader_policy_output_lets_consumers_only_read_the_table(deployment: Deployment):
+    # GIVEN the applied stack (AWS managed keys)
+    policy = json.loads(deployment.outputs["reader_policy_json"])
+
+    # THEN the readers' policy is one statement: the three read calls, on the table only
+    [statement] = policy["Statement"]
+    assert statement["Effect"] == "Allow"
+    actions = (
+        statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+    )
+    assert sorted(actions) == ["dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:Query"]
+    assert statement["Resource"] == deployment.outputs["dynamodb_table_arn"]
+    # AND IAM accepts it on a consumer role as the document shows
+    iam = deployment.client("iam")
+    iam.create_role(
+        RoleName="kv-mirror-consumer",
+        AssumeRolePolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"Service": "ecs-tasks.amazonaws.com"},
+                        "Action": "sts:AssumeRole",
+                    }
+                ],
+            }
+        ),
+    )
+    iam.put_role_policy(
+        RoleName="kv-mirror-consumer",
+        PolicyName="kv-mirror-reader",
+        PolicyDocument=deployment.outputs["reader_policy_json"],
+    )
+    stored = iam.get_role_policy(RoleName="kv-mirror-consumer", PolicyName="kv-mirror-reader")
+    assert stored["PolicyDocument"] == policy
+    iam.delete_role_policy(RoleName="kv-mirror-consumer", PolicyName="kv-mirror-reader")
+    iam.delete_role(RoleName="kv-mirror-consumer")
+
+
 def test_zz_destroy_leaves_nothing_behind(deployment: Deployment):
     alerts_key = deployment.resources["aws_kms_key.alerts[0]"]["key_id"]
+    machine = deployment.outputs["state_machine_arn"]
 
     deployment.destroy()
 
@@ -1155,6 +1734,7 @@ def test_zz_destroy_leaves_nothing_behind(deployment: Deployment):
         "iam": lambda c: c.get_role(RoleName=f"{FUNCTION}-role"),
         "sqs": lambda c: c.get_queue_url(QueueName=f"{FUNCTION}-failures"),
         "events": lambda c: c.describe_rule(Name=f"{FUNCTION}-schedule"),
+        "stepfunctions": lambda c: c.describe_state_machine(stateMachineArn=machine),
     }
     for service, call in missing.items():
         with pytest.raises(ClientError):

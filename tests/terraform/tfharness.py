@@ -42,6 +42,7 @@ MOTO_SERVICES = (
     "lambda",
     "logs",
     "secretsmanager",
+    "sfn",
     "sns",
     "sqs",
     "sts",
