@@ -8,8 +8,8 @@
 Each invocation calls kv_sync.handler.lambda_handler with a direct-invocation event
 and a fresh Lambda-like context; stdout holds only its response documents. More
 --key-names than one event takes (1,000) run as several runs; --follow passes each
-next_cursor back until the run is complete (the function never invokes itself from
-here). Multi-key runs draw a progress line on stderr, refreshed after every page.
+next_cursor back until the run is complete. Multi-key runs draw a progress line on
+stderr, refreshed after every page.
 
 Credentials: --secret-name reads that Secrets Manager secret. Without it, the four
 variables CLOUDFLARE_API_TOKEN, CLOUDFLARE_ACCOUNT_ID, CLOUDFLARE_KV_NAMESPACE_ID
@@ -314,8 +314,6 @@ def function_environment(config: RunConfig) -> dict[str, str | None]:
         "POWERTOOLS_METRICS_NAMESPACE": os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "KvSync",
         "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon here
         "POWERTOOLS_METRICS_DISABLED": "false" if config.verbose else "true",
-        # Never invoke the deployed function from a laptop; --follow continues here.
-        "SELF_INVOKE_CONTINUATION": "false",
     }
 
 

@@ -57,20 +57,6 @@ data "aws_iam_policy_document" "lambda" {
     resources = ["*"]
   }
 
-  # A multi-key run that nears the timeout continues itself with an asynchronous
-  # Invoke of the ARN it was invoked as (context.invoked_function_arn): the function,
-  # or a version or alias of it (":*"). Only when self_invoke_continuation is on.
-  dynamic "statement" {
-    for_each = var.self_invoke_continuation ? [local.function_arn] : []
-
-    content {
-      sid       = "ContinueLongSyncs"
-      effect    = "Allow"
-      actions   = ["lambda:InvokeFunction"]
-      resources = [statement.value, "${statement.value}:*"]
-    }
-  }
-
   # With a customer-managed key: Decrypt to read the secret; GenerateDataKey and
   # Decrypt to send to the SSE-KMS failure queue; only through those two services.
   dynamic "statement" {

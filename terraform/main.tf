@@ -17,9 +17,8 @@ locals {
   account_id = data.aws_caller_identity.current.account_id
   partition  = data.aws_partition.current.partition
 
-  # The function's ARN, built from its name rather than read from
-  # aws_lambda_function.sync: the role's policy grants self-invocation on it, and the
-  # function depends on the role, so a reference would be a cycle.
+  # The function's ARN, built from its name: the unqualified ARN the state machine
+  # invokes and its role may invoke (stepfunctions.tf), known at plan time.
   function_arn = "arn:${local.partition}:lambda:${var.aws_region}:${local.account_id}:function:${var.lambda_function_name}"
 
   # The Lambda runtime writes to /aws/lambda/<function name>; Terraform creates the
@@ -60,12 +59,11 @@ locals {
     POWERTOOLS_LOG_LEVEL         = var.log_level
 
     # Multi-key sync. The role may always delete records (an event can ask for it
-    # with "delete_missing": true); it may invoke the function itself only when
-    # self_invoke_continuation is on (iam.tf).
+    # with "delete_missing": true); it never invokes the function: a run longer than
+    # one invocation is continued by its caller with next_cursor, or by the state
+    # machine (stepfunctions.tf).
     CLOUDFLARE_REQUESTS_PER_5_MINUTES = tostring(var.cloudflare_requests_per_5_minutes)
-    MAX_CONTINUATIONS                 = tostring(var.max_continuations)
     DELETE_MISSING                    = tostring(var.delete_missing)
     MAX_DELETE_PERCENT                = tostring(var.max_delete_percent)
-    SELF_INVOKE_CONTINUATION          = tostring(var.self_invoke_continuation)
   }
 }

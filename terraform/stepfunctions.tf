@@ -14,8 +14,6 @@
 #                                  (a run resumed after a failed page deletes nothing)
 #   any other error                fail with the error's type and message
 #   statistics.complete            succeed; the output is the last document
-#   data.continued                 the function continued the run itself
-#                                  (self_invoke_continuation): succeed, the chain goes on
 #   statistics.next_cursor         invoke again with the selector plus that cursor
 #
 # Lambda's own service errors and throttles are retried by the Task's Retry; any other
@@ -114,13 +112,6 @@ locals {
           },
           {
             And = [
-              { Variable = "${local.step}.data.continued", IsPresent = true },
-              { Variable = "${local.step}.data.continued", BooleanEquals = true },
-            ]
-            Next = "ContinuedByFunction"
-          },
-          {
-            And = [
               { Variable = "${local.step}.statistics.next_cursor", IsPresent = true },
               { Variable = "${local.step}.statistics.next_cursor", IsString = true },
             ]
@@ -184,11 +175,6 @@ locals {
       }
 
       Synced = {
-        Type       = "Succeed"
-        OutputPath = local.step
-      }
-
-      ContinuedByFunction = {
         Type       = "Succeed"
         OutputPath = local.step
       }

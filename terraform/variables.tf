@@ -301,24 +301,6 @@ variable "max_delete_percent" {
   }
 }
 
-variable "self_invoke_continuation" {
-  description = "Let a multi-key run that nears the Lambda timeout continue in a new asynchronous invocation of this function with its next_cursor (SELF_INVOKE_CONTINUATION), up to max_continuations times. true also grants the role lambda:InvokeFunction on this function (and its versions and aliases) only. false: the reply carries next_cursor and the caller continues."
-  type        = bool
-  default     = false
-  nullable    = false
-}
-
-variable "max_continuations" {
-  description = "Upper bound on how many times one long sync may continue itself (MAX_CONTINUATIONS); used only with self_invoke_continuation = true."
-  type        = number
-  default     = 50
-
-  validation {
-    condition     = var.max_continuations >= 0 && var.max_continuations <= 1000 && floor(var.max_continuations) == var.max_continuations
-    error_message = "max_continuations must be a whole number from 0 to 1000."
-  }
-}
-
 ################################################################################
 # Logs and alarms
 ################################################################################

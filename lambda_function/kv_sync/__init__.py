@@ -2,7 +2,7 @@
 
 Lambda runs ``kv_sync.handler.lambda_handler``. Modules import downward only:
 
-- entry: ``handler``, ``events``, ``replies``, ``continuation``;
+- entry: ``handler``, ``events``, ``replies``;
 - the engine: ``engine``, ``pages``, ``plan``, ``cursor``;
 - source ``source`` (``cloudflare``, ``cloudflare_replies``, ``credentials``,
   ``ratelimit``), transform ``records`` and sink ``store``, ``ledger``, which never

@@ -26,7 +26,7 @@ MAX_CURSOR_CHARS = 4096
 MAX_BODY_BYTES = 64 * 1024
 SELECTORS = ("key_name", "key_names", "prefix", "all")
 FLAGS = ("delete_missing", "dry_run", "force_delete")
-ALLOWED_FIELDS = (*SELECTORS, "cursor", *FLAGS, "continuation")
+ALLOWED_FIELDS = (*SELECTORS, "cursor", *FLAGS)
 ALLOWED_METHODS = ("GET", "POST")
 SCHEDULED_EVENT = "Scheduled Event"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -114,7 +114,6 @@ def _request(fields: dict[str, Any], default_key: str, trigger: Trigger) -> Sync
         "delete_missing": flags["delete_missing"],
         "dry_run": bool(flags["dry_run"]),
         "force_delete": bool(flags["force_delete"]),
-        "continuation": _continuation(fields.get("continuation", 0)),
     }
     if fields.get("cursor") is not None:  # null: no cursor, as on a first call
         if selector == "key_name":
@@ -157,12 +156,6 @@ def _optional_bool(value: object, name: str) -> bool | None:
 def _cursor(value: object) -> str:
     if not isinstance(value, str) or not 0 < len(value) <= MAX_CURSOR_CHARS:
         raise ValidationError("cursor must be the non-empty next_cursor of a previous run")
-    return value
-
-
-def _continuation(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10_000:
-        raise ValidationError("continuation must be a small non-negative integer")
     return value
 
 

@@ -7,7 +7,6 @@ import traceback
 from typing import TYPE_CHECKING, Any
 
 from kv_sync import engine, replies, tracing
-from kv_sync.continuation import continue_run
 from kv_sync.errors import InternalError, SyncError
 from kv_sync.events import detect_trigger, parse_event
 from kv_sync.model import RunResult, SyncRequest, SyncStats, Trigger
@@ -70,13 +69,7 @@ def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
             dry_run=request is not None and request.dry_run,
         )
     else:
-        next_cursor = result.next_cursor if result.error is None else None
-        continued = bool(next_cursor) and continue_run(
-            request, next_cursor or "", settings, context
-        )
-        error, document = replies.multi_key(
-            request, result, stats, elapsed_ms, info, continued=continued
-        )
+        error, document = replies.multi_key(request, result, stats, elapsed_ms, info)
     if error is not None:
         return _fail(error, trigger, document)
     if document["success"]:

@@ -27,7 +27,8 @@ def acquire_lease(
     """Hold the namespace's lease for ``run`` (``run_id``, ``started_at``, ``selector``).
 
     Returns ``None`` when it is held now: it was free, had expired, or is this
-    run's already (a continuation). Otherwise returns the holder's lease.
+    run's already (its next invocation, resumed with the run's cursor). Otherwise
+    returns the holder's lease.
     """
     item = {"pk": pk, "sk": LEASE, **run, "expires_at": int(expires_at)}
     taken = conditional(
@@ -47,7 +48,7 @@ def lease_holder(table: str, pk: str) -> dict[str, Any] | None:
 
 
 def extend_lease(table: str, pk: str, run_id: str, expires_at: float) -> bool:
-    """Move the lease's expiry (a run handing it on to its continuation)."""
+    """Move the lease's expiry (a run pausing with a cursor keeps it for its next invocation)."""
     return conditional(
         "update_item",
         TableName=table,
@@ -142,7 +143,7 @@ def save_run(
 ) -> bool:
     """Record ``run`` as the selector's last run, and as its last complete one if it is.
 
-    A run that started before the one recorded (a late continuation of an older run)
+    A run that started before the one recorded (a late invocation resuming an older run)
     changes nothing; returns whether the item was written.
     """
     update = "SET last_run = :run, selector = :selector, updated_at = :now"

@@ -35,7 +35,7 @@ class SyncRequest:
 
     ``delete_missing`` is ``None`` when left to the deployment's default;
     ``dry_run`` reads everything and writes nothing; ``force_delete`` overrides the
-    deletion guard; ``continuation`` counts the self-invocations of one resumable run.
+    deletion guard.
     """
 
     trigger: Trigger = Trigger.DIRECT
@@ -47,7 +47,6 @@ class SyncRequest:
     delete_missing: bool | None = None
     dry_run: bool = False
     force_delete: bool = False
-    continuation: int = 0
 
     @property
     def is_bulk(self) -> bool:

@@ -93,8 +93,6 @@ def multi_key(
     stats: SyncStats,
     elapsed_ms: float,
     info: dict[str, Any],
-    *,
-    continued: bool,
 ) -> tuple[SyncError | None, dict[str, Any]]:
     """The error that stopped a multi-key run, if any, and its document."""
     settled = sum(
@@ -131,9 +129,9 @@ def multi_key(
         if result.deletion is not None:  # a refused deletion: the guard's figures
             document["deletion"] = result.deletion
         return result.error, document
-    state = "stopped before the deadline; pass next_cursor to continue"
-    if result.complete or continued:
-        state = "complete" if result.complete else "continuing in a new invocation"
+    state = "complete"
+    if not result.complete:
+        state = "stopped before the deadline; pass next_cursor to continue"
     counts = f"{stats.records_written} written, {stats.records_unchanged} unchanged, "
     counts += f"{stats.records_deleted} deleted, {stats.records_failed} failed"
     synced = "Dry run, nothing written: would sync" if request.dry_run else "Synced"
@@ -142,7 +140,6 @@ def multi_key(
         "selector": request.selector(),
         "complete": result.complete,
         "next_cursor": result.next_cursor,
-        "continued": continued,
         "failed_keys": stats.failures,
         "failed_keys_truncated": stats.records_failed > len(stats.failures),
         "lambda": info,

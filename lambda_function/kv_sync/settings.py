@@ -17,13 +17,9 @@ _NUMBERS = {
     "API_TIMEOUT_SECONDS": ("api_timeout_seconds", 30.0, 1, 900),
     "RECORD_TTL_DAYS": ("record_ttl_days", 30, 0, 36_500),
     "CLOUDFLARE_REQUESTS_PER_5_MINUTES": ("cloudflare_requests_per_5_minutes", 1200, 1, 100_000),
-    "MAX_CONTINUATIONS": ("max_continuations", 50, 0, 1000),
     "MAX_DELETE_PERCENT": ("max_delete_percent", 25, 0, 100),
 }
-_FLAGS = {
-    "DELETE_MISSING": "delete_missing",
-    "SELF_INVOKE_CONTINUATION": "self_invoke_continuation",
-}
+_FLAGS = {"DELETE_MISSING": "delete_missing"}
 _REQUIRED = ("DYNAMODB_TABLE_NAME", "SECRETS_MANAGER_SECRET_NAME")
 # Every variable the code reads; tests/terraform/test_env_contract.py holds Terraform to it.
 ENV_VARS = (*_REQUIRED, "CLOUDFLARE_API_BASE_URL", "DEFAULT_KEY_NAME", *_NUMBERS, *_FLAGS)
@@ -43,8 +39,6 @@ class Settings:
     record_ttl_days: int = 30
     delete_missing: bool = False
     cloudflare_requests_per_5_minutes: int = 1200
-    self_invoke_continuation: bool = False
-    max_continuations: int = 50
     max_delete_percent: int = 25
 
 

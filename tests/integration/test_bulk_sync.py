@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any
 
 import pytest
 
@@ -366,55 +365,3 @@ def test_client_side_rate_limit_stops_the_run_resumably(
     assert response["statistics"]["records_written"] == 20
     assert response["statistics"]["next_cursor"]
     assert len(stack.emulator.requests) == 5
-
-
-@pytest.mark.usefixtures("one_page_per_invocation")
-def test_self_continuation_runs_until_complete(
-    stack: Stack, monkeypatch: pytest.MonkeyPatch, lambda_stub: list[dict[str, Any]]
-):
-    # GIVEN 25 keys (3 pages) and a function allowed to continue itself
-    values = seed(stack, 25)
-    monkeypatch.setenv("SELF_INVOKE_CONTINUATION", "true")
-
-    # WHEN a prefix sync starts, and each asynchronous invocation it makes is delivered
-    response = stack.invoke({"prefix": "flags/"})
-    replies = [response]
-    while lambda_stub and len(replies) <= len(lambda_stub):
-        replies.append(stack.invoke(json.loads(lambda_stub[len(replies) - 1]["Payload"])))
-
-    # THEN each unfinished run invoked the function with its cursor, as a scheduled event
-    assert [r["data"]["continued"] for r in replies] == [True, True, False]
-    assert [r["statistics"]["complete"] for r in replies] == [False, False, True]
-    for number, (reply, call) in enumerate(zip(replies, lambda_stub, strict=False), start=1):
-        assert call["InvocationType"] == "Event"
-        assert call["FunctionName"].endswith(":function:cloudflare-data-sync")
-        payload = json.loads(call["Payload"])
-        assert payload["detail-type"] == "Scheduled Event"
-        assert payload["detail"] == {
-            "prefix": "flags/",
-            "cursor": reply["data"]["next_cursor"],
-            "continuation": number,
-        }
-    # AND the continued run copied every key
-    assert stack.values() == values
-
-
-@pytest.mark.usefixtures("one_page_per_invocation")
-def test_self_continuation_stops_at_max_continuations(
-    stack: Stack, monkeypatch: pytest.MonkeyPatch, lambda_stub: list[dict[str, Any]]
-):
-    # GIVEN a function allowed one continuation per run
-    seed(stack, 25)
-    monkeypatch.setenv("SELF_INVOKE_CONTINUATION", "true")
-    monkeypatch.setenv("MAX_CONTINUATIONS", "1")
-
-    # WHEN the run and its one continuation have run
-    first = stack.invoke({"all": True})
-    second = stack.invoke(json.loads(lambda_stub[0]["Payload"]))
-
-    # THEN the continuation did not invoke again, and returned its cursor instead
-    assert first["data"]["continued"] is True
-    assert second["data"]["continued"] is False
-    assert second["statistics"]["complete"] is False
-    assert second["data"]["next_cursor"]
-    assert len(lambda_stub) == 1

@@ -116,6 +116,10 @@ EXECUTED = {
     ("sts", "get-caller-identity"),
     ("cloudwatch", "describe-alarms"),
     ("lambda", "invoke"),
+    ("stepfunctions", "start-execution"),
+    ("stepfunctions", "describe-execution"),
+    ("stepfunctions", "get-execution-history"),
+    ("stepfunctions", "stop-execution"),
 }
 
 
@@ -405,6 +409,7 @@ class Walk:
     secret: str
     url: SignedFunctionUrl
     queue_url: str
+    state_machine_arn: str
     section: str = ""
     aws: list[AwsCall] = field(default_factory=list)
     terraform: list[list[str]] = field(default_factory=list)
@@ -490,6 +495,8 @@ class Handlers:
         output = call.result
         if "--query" in call.global_options:
             output = jmespath.search(call.global_options["--query"], output)
+        if call.global_options.get("--output") == "text" and isinstance(output, str):
+            return output + "\n"  # a scalar, as the CLI prints it: no quotes
         return json.dumps(output, default=str) + "\n"
 
     def _lambda_invoke(self, call: AwsCall) -> str:
@@ -580,6 +587,7 @@ class Handlers:
             "secrets_manager_secret_name": self.walk.secret,
             "lambda_log_group_name": f"/aws/lambda/{FUNCTION_NAME}",
             "failure_queue_url": self.walk.queue_url,
+            "state_machine_arn": self.walk.state_machine_arn,
             "cloudwatch_dashboard_url": (
                 f"https://{REGION}.console.aws.amazon.com/cloudwatch/home?region={REGION}"
                 f"#dashboards:name={FUNCTION_NAME}"
@@ -816,6 +824,16 @@ def walk(moto_server_url: str) -> Iterator[Walk]:
         create_table(dynamodb, table)
         create_secret(secrets, secret)
         queue_url = sqs.create_queue(QueueName=f"doc-failures-{suffix}")["QueueUrl"]
+        # The state machine's commands run against moto's Step Functions: a machine of the
+        # stack's name (tests/terraform/test_state_machine.py executes the real definition).
+        sfn = boto3.client("stepfunctions", endpoint_url=moto_server_url, region_name=REGION)
+        state_machine_arn = sfn.create_state_machine(
+            name=f"{FUNCTION_NAME}-multi-key-{suffix}",
+            definition=json.dumps(
+                {"StartAt": "Sync", "States": {"Sync": {"Type": "Pass", "End": True}}}
+            ),
+            roleArn="arn:aws:iam::123456789012:role/doc-sfn-role",
+        )["stateMachineArn"]
 
         def function_url(event: dict[str, Any]) -> dict[str, Any]:
             reply: dict[str, Any] = lambda_handler(event, LambdaContext(timeout_ms=60_000))
@@ -840,7 +858,9 @@ def walk(moto_server_url: str) -> Iterator[Walk]:
                     "current version id": str(uuid.uuid4()),
                 },
             )
-            result = Walk(shell, emulator, namespace_id, table, secret, url, queue_url)
+            result = Walk(
+                shell, emulator, namespace_id, table, secret, url, queue_url, state_machine_arn
+            )
             result.min_page_seconds = min_page_seconds
             shell.handlers.update(Handlers(result, moto_server_url).table())
             try:
@@ -922,7 +942,6 @@ def test_the_fifteen_sections_of_issue_7_in_order() -> None:
                 "API_TIMEOUT_SECONDS",
                 "CLOUDFLARE_REQUESTS_PER_5_MINUTES",
                 "sync_schedule_expression",
-                "self_invoke_continuation",
                 "delete_missing",
             ],
         ),
@@ -1267,7 +1286,14 @@ def test_the_alarm_table_is_what_monitoring_tf_creates() -> None:
     table = doc_shell.section_text(doc(), "10.").split("### Alarms", 1)[1]
     documented = set(re.findall(r"`<fn>-([a-z-]+)`", table.split("**The failure queue**")[0]))
     monitoring = (TERRAFORM / "monitoring.tf").read_text()
-    created = set(
+    # the state machine's alarms, one for_each over local.state_machine_alarms
+    state_machine = (TERRAFORM / "stepfunctions.tf").read_text()
+    executions = re.search(
+        r"state_machine_alarms = \{\n(?P<body>.*?)\n  \}\n", state_machine, re.DOTALL
+    )
+    assert executions is not None
+    created = set(re.findall(r"^    ([a-z-]+) = \{", executions["body"], re.M))
+    created |= set(
         re.findall(r'alarm_name\s*=\s*"\$\{var\.lambda_function_name\}-([a-z-]+)"', monitoring)
     )
     # the DynamoDB alarms come from one for_each over local.dynamodb_alarms

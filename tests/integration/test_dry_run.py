@@ -8,7 +8,6 @@ sample of key names per action.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -221,27 +220,6 @@ def test_dry_run_over_several_invocations_foretells_the_whole_runs_deletions(
     for field in ("records_deleted", "records_unchanged", "records_processed"):
         assert [r["statistics"][field] for r in dry] == [r["statistics"][field] for r in real]
     assert dry[-1]["data"]["deletion"]["to_delete"] == 4
-
-
-def test_dry_run_continued_by_the_function_itself_stays_dry(
-    stack: Stack, monkeypatch: pytest.MonkeyPatch, lambda_stub: list[dict[str, Any]]
-):
-    # GIVEN 25 keys, one page per invocation, and a function allowed to continue itself
-    seed(stack, 25)
-    monkeypatch.setattr("kv_sync.engine.MIN_PAGE_SECONDS", 3_600.0)
-    monkeypatch.setenv("SELF_INVOKE_CONTINUATION", "true")
-    before = snapshot(stack)
-
-    # WHEN a dry run starts, and each asynchronous invocation it makes is delivered
-    replies = [stack.invoke({"prefix": "flags/", "dry_run": True})]
-    while lambda_stub and len(replies) <= len(lambda_stub):
-        replies.append(stack.invoke(json.loads(lambda_stub[len(replies) - 1]["Payload"])))
-
-    # THEN each continuation was a dry run too, to the run's end, and nothing was written
-    assert [r["statistics"]["complete"] for r in replies] == [False, False, True]
-    assert all(r["data"].get("dry_run") is True for r in replies), replies
-    assert all(json.loads(call["Payload"])["detail"]["dry_run"] is True for call in lambda_stub)
-    assert snapshot(stack) == before
 
 
 def test_dry_run_checks_the_lease_without_taking_it(stack: Stack, monkeypatch: pytest.MonkeyPatch):

@@ -165,12 +165,11 @@ def reply(
     *,
     complete: bool = False,
     error: SyncError | None = None,
-    continued: bool = False,
 ) -> dict[str, Any]:
     """The document the function answers a prefix run's invocation with."""
     result = RunResult(complete=complete, next_cursor=next_cursor, error=error)
     request = SyncRequest(prefix=PREFIX)
-    _, document = replies.multi_key(request, result, SyncStats(), 12.5, {}, continued=continued)
+    _, document = replies.multi_key(request, result, SyncStats(), 12.5, {})
     return document
 
 
@@ -445,18 +444,6 @@ def test_a_function_error_ends_the_execution_with_lambdas_error(applied: Applied
     assert execution.cause is not None
     assert "Task timed out" in execution.cause
     assert execution.states[-1] == "InvocationFailed"
-
-
-def test_a_run_the_function_continues_itself_ends_the_execution(applied: Applied):
-    # GIVEN a function deployed with self_invoke_continuation (until that chain goes):
-    # it has invoked itself with the cursor, so the execution must not invoke it too
-    applied.server.queue_replies(reply("c1", continued=True))
-
-    execution = applied.run({"prefix": PREFIX})
-
-    assert execution.status == "SUCCEEDED"
-    assert len(execution.payloads) == 1
-    assert execution.output["data"]["continued"] is True
 
 
 # --------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ event invoke config): the failure queue is checked as configuration only, and a
 failed scheduled run is followed from the handler's raise to the alarm its metric
 fires (test_a_failed_scheduled_run_raises_and_its_metric_fires_its_alarm).
 Configurations other than the applied one (customer-managed key, no schedule, no
-URL principals, no self-invocation) are checked on ``terraform plan`` JSON; every
+URL principals) are checked on ``terraform plan`` JSON; every
 shape of the schedule's input on plans with the AWS provider mocked (``terraform
 test``); bad schedule inputs on plans of ``variables.tf`` alone, which need no
 provider.
@@ -29,7 +29,6 @@ provider.
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import importlib
 import io
 import json
@@ -106,8 +105,6 @@ VARIABLES: dict[str, Any] = {
     "sync_schedule_input": SCHEDULE_INPUT,
     "function_url_allowed_principals": [URL_PRINCIPAL],
     "delete_missing": True,
-    "self_invoke_continuation": True,
-    "max_continuations": 20,
 }
 
 # The alarm of each error type of severity "critical" (kv_sync.errors): one failure
@@ -135,8 +132,6 @@ ALARMS = {
     *STATE_MACHINE_ALARMS,
 }
 POWERTOOLS_ENV = {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_LOG_LEVEL"}
-# IAM actions of boto3 operations whose names differ from them.
-IAM_ACTIONS = {("lambda", "Invoke"): "lambda:InvokeFunction"}
 # What kv_sync/store.py calls: conditional puts (new and changed records), conditional
 # updates (ttl extensions), conditional deletes (delete_missing), batched reads of named
 # keys (a single key_name included), queries of listed ranges; and kv_sync/ledger.py, on
@@ -297,10 +292,8 @@ def test_function_runs_the_handler_with_the_declared_settings(deployment: Deploy
         "POWERTOOLS_METRICS_NAMESPACE": NAMESPACE,
         "POWERTOOLS_LOG_LEVEL": "INFO",
         "CLOUDFLARE_REQUESTS_PER_5_MINUTES": "1200",
-        "MAX_CONTINUATIONS": "20",
         "DELETE_MISSING": "true",
         "MAX_DELETE_PERCENT": "25",
-        "SELF_INVOKE_CONTINUATION": "true",
     }
     concurrency = deployment.client("lambda").get_function_concurrency(FunctionName=FUNCTION)
     assert concurrency["ReservedConcurrentExecutions"] == 5
@@ -378,7 +371,6 @@ def test_role_policy_grants_only_scoped_actions(deployment: Deployment):
         "ReadWriteKvRecords",
         "SendFailedAsyncEvents",
         "WriteTraces",
-        "ContinueLongSyncs",
     }
     assert by_sid["WriteOwnLogs"]["Resource"] == [
         f"{res['aws_cloudwatch_log_group.lambda']['arn']}:log-stream:*"
@@ -392,10 +384,9 @@ def test_role_policy_grants_only_scoped_actions(deployment: Deployment):
     )
     assert by_sid["ReadWriteKvRecords"]["Resource"] == [res["aws_dynamodb_table.kv_data"]["arn"]]
     assert by_sid["SendFailedAsyncEvents"]["Resource"] == [res["aws_sqs_queue.failures"]["arn"]]
-    # the ARN built from the name, account and Region is the function's own
-    function_arn = res["aws_lambda_function.sync"]["arn"]
-    assert by_sid["ContinueLongSyncs"]["Action"] == ["lambda:InvokeFunction"]
-    assert sorted(by_sid["ContinueLongSyncs"]["Resource"]) == [function_arn, f"{function_arn}:*"]
+    # the function never invokes a function, itself included: its callers continue
+    # long runs (the state machine, whose own role may invoke it)
+    assert not any(a.startswith("lambda:") for s in statements for a in s["Action"])
     for statement in statements:
         assert statement["Effect"] == "Allow"
         assert not any("*" in action for action in statement["Action"]), statement
@@ -615,10 +606,6 @@ class SyncRun:
     # what each invocation printed: its log lines and EMF documents
     outputs: dict[str, str]
     namespace_id: str
-    # parameters of the Lambda Invoke calls (self-continuations), which are not sent
-    invocations: list[dict[str, Any]]
-    # the same, by the label of the invocation that made them
-    continued_by: dict[str, list[dict[str, Any]]]
 
     def emf(self, label: str | None = None) -> list[dict[str, Any]]:
         """The EMF documents printed by every invocation, or by ``label``'s."""
@@ -695,8 +682,6 @@ def sync_run(deployment: Deployment) -> Iterator[SyncRun]:
     secrets = deployment.client("secretsmanager")
     calls: set[tuple[str, str]] = set()
     targets: set[tuple[str, str]] = set()
-    invocations: list[dict[str, Any]] = []
-    continued_by: dict[str, list[dict[str, Any]]] = {}
     current: str | None = None  # the label of the invocation running, while one runs
     original = BaseClient._make_api_call
 
@@ -706,11 +691,6 @@ def sync_run(deployment: Deployment) -> Iterator[SyncRun]:
             calls.add((service, operation_name))
             if service == "dynamodb":
                 targets.update(dynamodb_targets(operation_name, api_params))
-        if (service, operation_name) == ("lambda", "Invoke"):
-            # moto would run the stub zip; the test plays Lambda and invokes the handler
-            invocations.append(dict(api_params))
-            continued_by.setdefault(current or "", []).append(dict(api_params))
-            return {"StatusCode": 202, "ResponseMetadata": {"HTTPStatusCode": 202}}
         return original(self, operation_name, api_params)
 
     def put_secret(token: str, namespace_id: str, account_id: str) -> None:
@@ -767,10 +747,9 @@ def sync_run(deployment: Deployment) -> Iterator[SyncRun]:
                     current = None
                     outputs[label] = stdout.getvalue()[start:]
 
-            def deliver(label: str, prefix: str) -> None:
-                """Deliver the continuations ``label`` started, as Lambda would."""
-                for index, invocation in enumerate(continued_by.get(label, [])):
-                    invoke(f"{prefix}_{index + 1}", json.loads(invocation["Payload"]))
+            def resume(label: str, paused: str, event: dict[str, Any]) -> None:
+                """Continue ``paused``'s run with its cursor, as a caller (the state machine)."""
+                invoke(label, {**event, "cursor": responses[paused]["data"]["next_cursor"]})
 
             invoke("no_secret_value", {"key_name": "flag"})
             # the schedule's event while the secret is still empty: it raises
@@ -810,18 +789,18 @@ def sync_run(deployment: Deployment) -> Iterator[SyncRun]:
             invoke("long_first", {"prefix": LONG_PREFIX})
             # ... then one key gone, and no invocation with the time for a second page:
             # the run stops after the first (keeping the record to delete and the
-            # lease) and continues itself (Invoke) ...
+            # lease) and returns its cursor ...
             emulator.delete(namespace_id, LONG_GONE)
             mp.setattr(sys.modules["kv_sync.engine"], "MIN_PAGE_SECONDS", 3_600.0)
-            invoke("continuing", {"prefix": LONG_PREFIX})
+            invoke("long_paused", {"prefix": LONG_PREFIX})
             # ... a second multi-key run meanwhile meets its lease ...
             invoke("conflict", {"all": True})
-            # ... and the test delivers the continuation as Lambda would
-            deliver("continuing", "continuation")
-            # A dry run over two invocations, continuing itself too
+            # ... and the caller continues the run with its cursor
+            resume("long_resumed", "long_paused", {"prefix": LONG_PREFIX})
+            # A dry run over two invocations, continued with its cursor too
             emulator.put(namespace_id, LONG_CHANGED, "changed in KV")
-            invoke("dry_continuing", {"prefix": LONG_PREFIX, "dry_run": True})
-            deliver("dry_continuing", "dry_continuation")
+            invoke("dry_paused", {"prefix": LONG_PREFIX, "dry_run": True})
+            resume("dry_resumed", "dry_paused", {"prefix": LONG_PREFIX, "dry_run": True})
             # The deletion guard: a scheduled run that would delete 1 of 1 record
             # raises; forced, the same selector deletes it.
             emulator.put(namespace_id, RETIRED_KEY, "soon gone")
@@ -841,8 +820,6 @@ def sync_run(deployment: Deployment) -> Iterator[SyncRun]:
             stdout.getvalue(),
             outputs,
             namespace_id,
-            invocations,
-            continued_by,
         )
 
 
@@ -943,42 +920,39 @@ def test_handler_syncs_many_keys_and_deletes_the_one_gone_from_kv(
             assert item["value"] == {"S": f"value of {key}"}
 
 
-def test_handler_continues_a_long_run_by_invoking_its_own_function(
+def test_handler_finishes_a_long_run_continued_with_its_cursor(
     deployment: Deployment, sync_run: SyncRun
 ):
     # GIVEN a prefix of 12 keys, one of them gone from KV, and invocations with the
     # time for one listing page of 10
     first = sync_run.responses["long_first"]
-    continuing = sync_run.responses["continuing"]
-    [invocation] = sync_run.continued_by["continuing"]
-    continued = sync_run.responses["continuation_1"]
+    paused = sync_run.responses["long_paused"]
+    resumed = sync_run.responses["long_resumed"]
 
     # THEN the first run (time for both pages) synced all 12
     assert first["data"]["complete"] is True, first
     assert first["statistics"]["records_written"] == len(LONG_KEYS)
-    # AND the second stopped after a page and continued itself
-    assert continuing["success"] is True, continuing
-    assert continuing["data"]["complete"] is False
-    assert continuing["data"]["continued"] is True
-    assert invocation["FunctionName"] == deployment.outputs["lambda_function_arn"]
-    assert invocation["InvocationType"] == "Event"
-    sent = json.loads(invocation["Payload"])
-    # a scheduled event, so the continued run's failures raise for Lambda
-    assert sent["detail-type"] == "Scheduled Event"
-    payload = sent["detail"]
-    assert payload["prefix"] == LONG_PREFIX
-    assert payload["cursor"] == continuing["data"]["next_cursor"]
-    assert payload["continuation"] == 1
-    assert continued["success"] is True, continued
-    assert continued["data"]["complete"] is True
-    # the first invocation synced one page, the continuation the rest
-    assert continuing["statistics"]["keys_listed"] == LONG_PAGE_SIZE
-    assert continued["statistics"]["keys_listed"] == len(LONG_KEYS) - 1 - LONG_PAGE_SIZE
+    # AND the second stopped after a page, telling its caller to continue, and
+    # invoked no function itself
+    assert paused["success"] is True, paused
+    assert paused["data"]["complete"] is False
+    assert paused["data"]["next_cursor"]
+    assert paused["data"]["message"].endswith(
+        "stopped before the deadline; pass next_cursor to continue"
+    )
+    assert "continued" not in paused["data"]
+    assert not {call for call in sync_run.aws_calls if call[0] == "lambda"}
+    # AND continued with that cursor, the same run finished
+    assert resumed["success"] is True, resumed
+    assert resumed["data"]["complete"] is True
+    # the first invocation synced one page, the resumed one the rest
+    assert paused["statistics"]["keys_listed"] == LONG_PAGE_SIZE
+    assert resumed["statistics"]["keys_listed"] == len(LONG_KEYS) - 1 - LONG_PAGE_SIZE
     # AND the record of the gone key, found missing by the first invocation, was
     # deleted by the last one only, the guard judging the whole run (1 of 12 stored)
-    assert continuing["statistics"]["records_deleted"] == 0
-    assert continued["statistics"]["records_deleted"] == 1
-    assert continued["data"]["deletion"] == {
+    assert paused["statistics"]["records_deleted"] == 0
+    assert resumed["statistics"]["records_deleted"] == 1
+    assert resumed["data"]["deletion"] == {
         "to_delete": 1,
         "stored": len(LONG_KEYS),
         "max_delete_percent": 25,
@@ -998,10 +972,10 @@ def test_handler_continues_a_long_run_by_invoking_its_own_function(
 def test_a_second_multi_key_run_meets_the_lease_of_the_unfinished_one(
     deployment: Deployment, sync_run: SyncRun
 ):
-    # GIVEN a multi-key run that stopped with a cursor and continues itself
-    holder = sync_run.responses["continuing"]
+    # GIVEN a multi-key run that stopped with a cursor, to be continued by its caller
+    holder = sync_run.responses["long_paused"]
 
-    # WHEN another multi-key run starts before its continuation
+    # WHEN another multi-key run starts before the caller continues the first
     conflict = sync_run.responses["conflict"]
 
     # THEN that one fails fast, retryable, naming the running one, and synced nothing
@@ -1016,8 +990,8 @@ def test_a_second_multi_key_run_meets_the_lease_of_the_unfinished_one(
     assert LONG_PREFIX in message
     assert conflict["statistics"]["keys_listed"] == 0
     assert conflict["statistics"]["dynamodb_writes"] == 0
-    # AND the continuation took the lease over and finished the run
-    assert sync_run.responses["continuation_1"]["data"]["complete"] is True
+    # AND the first run, continued with its cursor, took its lease again and finished
+    assert sync_run.responses["long_resumed"]["data"]["complete"] is True
     # AND once every run ended, no lease and no pending deletions are left in the table
     left = (
         deployment.client("dynamodb")
@@ -1035,26 +1009,26 @@ def test_a_second_multi_key_run_meets_the_lease_of_the_unfinished_one(
     assert not [item["sk"]["S"] for item in left if item["sk"]["S"].startswith(("#LEASE", "#RUN#"))]
 
 
-def test_a_dry_run_that_continues_itself_stays_a_dry_run(deployment: Deployment, sync_run: SyncRun):
+def test_a_dry_run_continued_with_its_cursor_stays_a_dry_run(
+    deployment: Deployment, sync_run: SyncRun
+):
     # GIVEN a key changed in KV, and a dry run over its prefix that needs two invocations
-    first = sync_run.responses["dry_continuing"]
-    [invocation] = sync_run.continued_by["dry_continuing"]
+    first = sync_run.responses["dry_paused"]
 
-    # WHEN Lambda delivers the continuation it started
-    continued = sync_run.responses.get("dry_continuation_1")
+    # WHEN the caller continues it with its cursor
+    resumed = sync_run.responses.get("dry_resumed")
 
-    # THEN the continuation is a dry run too, and says what the real run would write
-    assert json.loads(invocation["Payload"])["detail"]["dry_run"] is True
-    assert "dry_continuation_1" not in sync_run.raised, sync_run.raised.get("dry_continuation_1")
-    assert continued is not None
-    for document in (first, continued):
+    # THEN the resumed run is a dry run too, and says what the real run would write
+    assert "dry_resumed" not in sync_run.raised, sync_run.raised.get("dry_resumed")
+    assert resumed is not None
+    for document in (first, resumed):
         assert document["success"] is True, document
         assert document["data"]["dry_run"] is True
         assert document["data"]["message"].startswith("Dry run, nothing written: would sync")
-    assert first["data"]["complete"] is False and first["data"]["continued"] is True
-    assert continued["data"]["complete"] is True
-    assert continued["statistics"]["records_written"] == 1
-    assert continued["data"]["sample"]["written"] == [LONG_CHANGED]
+    assert first["data"]["complete"] is False
+    assert resumed["data"]["complete"] is True
+    assert resumed["statistics"]["records_written"] == 1
+    assert resumed["data"]["sample"]["written"] == [LONG_CHANGED]
     # AND nothing was written: the table still holds the value synced before
     item = _item(deployment, sync_run.namespace_id, LONG_CHANGED)
     assert item is not None
@@ -1104,7 +1078,7 @@ def test_contract_dynamodb_actions_called_are_the_ones_granted(
     deployment: Deployment, sync_run: SyncRun
 ):
     granted = deployment.granted_actions()
-    called = {IAM_ACTIONS.get(call, ":".join(call)) for call in sync_run.aws_calls}
+    called = {":".join(call) for call in sync_run.aws_calls}
 
     assert {a for a in called if a.startswith("dynamodb:")} == {
         a for a in granted if a.startswith("dynamodb:")
@@ -1120,21 +1094,8 @@ def test_contract_dynamodb_actions_called_are_the_ones_granted(
     assert {op for op, _ in sync_run.dynamodb_targets} == set(DYNAMODB_OPERATIONS)
     assert called <= granted, called - granted
     assert "secretsmanager:GetSecretValue" in called
-    assert "lambda:InvokeFunction" in called
-
-
-def test_contract_self_invocation_targets_a_granted_function_arn(
-    deployment: Deployment, sync_run: SyncRun
-):
-    policy = deployment.resources["aws_iam_role_policy.lambda"]["policy"]
-    [statement] = [s for s in policy_statements(policy) if s["Sid"] == "ContinueLongSyncs"]
-
-    assert sync_run.invocations
-    for invocation in sync_run.invocations:
-        # IAM's wildcard matching: "*" is any run of characters
-        assert any(
-            fnmatch.fnmatchcase(invocation["FunctionName"], r) for r in statement["Resource"]
-        )
+    # the function invokes no function: its callers continue long runs
+    assert not any(a.startswith("lambda:") for a in called | granted)
 
 
 def test_contract_metrics_emitted_are_the_ones_alarms_and_dashboard_watch(
@@ -1299,9 +1260,8 @@ def test_plan_with_customer_managed_key_and_no_schedule_or_url_principals(
     ]
     environment = after["aws_lambda_function.sync"]["environment"][0]["variables"]
     assert environment["DELETE_MISSING"] == "false"
-    assert environment["SELF_INVOKE_CONTINUATION"] == "false"
     statements = changes["data.aws_iam_policy_document.lambda"]["after"]["statement"]
-    # self_invoke_continuation = false (the default): no lambda action at all
+    # the function's role has no lambda action at all
     assert not any(a.startswith("lambda:") for s in statements for a in s["actions"])
     # AND the readers' policy may decrypt with the key, through DynamoDB only
     reader = changes["data.aws_iam_policy_document.reader"]["after"]["statement"]

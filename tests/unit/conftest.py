@@ -62,8 +62,6 @@ def _function_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         "API_TIMEOUT_SECONDS",
         "DELETE_MISSING",
         "CLOUDFLARE_REQUESTS_PER_5_MINUTES",
-        "SELF_INVOKE_CONTINUATION",
-        "MAX_CONTINUATIONS",
         "MAX_DELETE_PERCENT",
     ):
         monkeypatch.delenv(name, raising=False)

@@ -142,15 +142,15 @@ def test_cursor_is_url_safe_text_that_the_event_validator_accepts():
     assert with_cursor({"all": True}, token).cursor == token
 
 
-def test_cursor_carries_over_to_continuations_with_other_options():
+def test_cursor_carries_over_to_a_next_invocation_with_force_delete():
     # GIVEN a cursor from the first invocation of a prefix sync
     event = {"prefix": "flags/", "delete_missing": True}
     token = encode(Position(cf_cursor="c", after="flags/x"), STATE, request(event))
 
-    # WHEN a continuation with a continuation count and force_delete uses it
-    later = request({**event, "cursor": token, "force_delete": True, "continuation": 4})
+    # WHEN the next invocation of the run uses it, adding force_delete
+    later = request({**event, "cursor": token, "force_delete": True})
 
-    # THEN it is accepted: neither decides which keys or records the run covers
+    # THEN it is accepted: force_delete does not decide which keys or records the run covers
     assert decode(later) == (Position(cf_cursor="c", after="flags/x"), STATE)
 
 

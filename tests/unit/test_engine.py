@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from botocore.stub import ANY, Stubber
+from botocore.stub import Stubber
 
 from kv_sync import cursor, engine, pages, runtime
 from kv_sync.events import parse_event
@@ -87,7 +87,7 @@ def test_all_copies_the_whole_namespace_page_by_page(aws, kv, small_pages):
     assert data["selector"] == {"all": True}
     assert data["complete"] is True
     assert data["next_cursor"] is None
-    assert data["continued"] is False
+    assert "continued" not in data
     assert data["failed_keys"] == []
     assert data["failed_keys_truncated"] is False
     assert set(statistics) == MULTI_KEY_STATISTICS
@@ -536,12 +536,12 @@ def test_rate_limited_through_the_function_url_is_503_with_retry_after(
     assert json.loads(response["body"])["error"]["type"] == "RATE_LIMITED"
 
 
-# ----------------------------------------------------------------- continuation
+# ------------------------------------------------------- the caller continues the run
 
 
 @pytest.fixture
-def lambda_invokes() -> Iterator[tuple[Stubber, list[dict[str, Any]]]]:
-    """The function's Lambda client, stubbed; and the payload of every Invoke."""
+def lambda_invokes() -> Iterator[list[dict[str, Any]]]:
+    """The function's Lambda client, stubbed; the payload of every Invoke it sends."""
     client = runtime.client("lambda")
     sent: list[dict[str, Any]] = []
 
@@ -549,55 +549,32 @@ def lambda_invokes() -> Iterator[tuple[Stubber, list[dict[str, Any]]]]:
         sent.append(json.loads(params["Payload"]))
 
     client.meta.events.register("provide-client-params.lambda.Invoke", record)
-    with Stubber(client) as stubber:
-        yield stubber, sent
+    with Stubber(client):
+        yield sent
     client.meta.events.unregister("provide-client-params.lambda.Invoke", record)
 
 
-def test_an_unfinished_run_continues_itself_when_enabled(
-    aws, kv, small_pages, one_page_per_invocation, monkeypatch, lambda_invokes
+def test_an_unfinished_run_leaves_continuing_to_its_caller(
+    aws, kv, small_pages, one_page_per_invocation, lambda_invokes
 ):
-    # GIVEN self-continuation on, and a run that stops after one of its pages
-    monkeypatch.setenv("SELF_INVOKE_CONTINUATION", "true")
+    # GIVEN a run that stops after one of its pages
     seed(kv, [f"k{i}" for i in range(5)])
-    stubber, sent = lambda_invokes
-    stubber.add_response(
-        "invoke",
-        {"StatusCode": 202},
-        {"FunctionName": ANY, "InvocationType": "Event", "Payload": ANY},
-    )
 
     # WHEN it runs
     reply = invoke({"all": True, "delete_missing": True})
 
-    # THEN it invoked itself with its cursor, and says the sync goes on by itself
-    assert reply["data"]["continued"] is True
-    assert reply["data"]["message"].endswith("continuing in a new invocation")
-    [payload] = sent
-    assert payload["detail-type"] == "Scheduled Event"
-    assert payload["detail"] == {
-        "all": True,
-        "cursor": reply["data"]["next_cursor"],
-        "continuation": 1,
-        "delete_missing": True,
-    }
+    # THEN it invoked no function: its caller (the state machine, the runner's
+    # --follow, an operator) continues with next_cursor, as the message says
+    assert lambda_invokes == []
+    assert reply["data"]["complete"] is False
+    assert "continued" not in reply["data"]
+    assert reply["data"]["message"].endswith(
+        "stopped before the deadline; pass next_cursor to continue"
+    )
 
-    # AND the continuation, run as Lambda would run it, carries on from there
-    following = invoke(payload)
+    # AND the caller's next invocation with that cursor carries on from there
+    following = invoke(
+        {"all": True, "delete_missing": True, "cursor": reply["data"]["next_cursor"]}
+    )
     assert following["statistics"]["keys_listed"] == 2
     assert sorted(values(aws)) == ["k0", "k1", "k2", "k3"]
-
-
-def test_a_complete_run_does_not_continue(aws, kv, monkeypatch, lambda_invokes):
-    # GIVEN self-continuation on, and a namespace that fits one invocation
-    monkeypatch.setenv("SELF_INVOKE_CONTINUATION", "true")
-    seed(kv, ["a"])
-    _, sent = lambda_invokes
-
-    # WHEN it is synced
-    reply = invoke({"all": True})
-
-    # THEN the run is complete and nothing was invoked
-    assert reply["data"]["complete"] is True
-    assert reply["data"]["continued"] is False
-    assert sent == []

@@ -613,34 +613,25 @@ def test_null_delete_missing_means_the_default():
     assert request.wants_delete_missing(False) is False
 
 
-# --------------------------------------------------------------------- continuation
+# ------------------------------------------------------- the removed continuation field
 
 
-def test_continuation_defaults_to_zero():
-    # GIVEN a request that is not a continuation
+@pytest.mark.parametrize("via", ["direct", "scheduled"])
+def test_continuation_field_is_now_an_unknown_field(via):
+    # GIVEN an event of the removed self-invocation chain, which counted its links in
+    # "continuation" (sent directly, or as the chain sent it: a scheduled event's detail)
+    fields = {"prefix": "flags/", "cursor": "abc", "continuation": 1}
+    event = {
+        "direct": fields,
+        "scheduled": {"detail-type": "Scheduled Event", "source": "kv-sync", "detail": fields},
+    }[via]
+
     # WHEN it is parsed
-    # THEN it counts as the first invocation of the run
-    assert parse({"all": True}).continuation == 0
+    error = rejected(event)
 
-
-@pytest.mark.parametrize("value", [0, 1, 49, 10_000])
-def test_continuation_count_is_kept(value):
-    # GIVEN a self-invoked continuation carrying its count
-    # WHEN it is parsed
-    request = parse({"all": True, "cursor": "abc", "continuation": value})
-
-    # THEN the count is kept to bound the run
-    assert request.continuation == value
-
-
-@pytest.mark.parametrize("value", [-1, True, False, "1", 1.5, None, 10_001, [1]], ids=repr)
-def test_bad_continuation_is_rejected(value):
-    # GIVEN a continuation that is negative, a bool, a string or otherwise not a count
-    # WHEN it is parsed
-    error = rejected({"all": True, "continuation": value})
-
-    # THEN it is refused
-    assert "continuation must be a small non-negative integer" in error.message
+    # THEN it is refused like any field the function does not know, naming it
+    assert "Unknown field(s) 'continuation'" in error.message
+    assert "continuation" not in ALLOWED_FIELDS
 
 
 # ------------------------------------------------------------------- unknown fields
@@ -671,7 +662,6 @@ def test_unknown_field_message_lists_every_allowed_field(via):
         "delete_missing",
         "dry_run",
         "force_delete",
-        "continuation",
     ):
         assert name in allowed
     assert set(ALLOWED_FIELDS) == {name.strip() for name in allowed.split(",")}
@@ -695,7 +685,7 @@ def test_selector_echoes_what_was_asked_for(event, expected):
     # GIVEN a request for each kind of selector
     request = parse(event)
 
-    # WHEN its selector is taken (it is echoed in replies and continuations)
+    # WHEN its selector is taken (it is echoed in replies)
     selector = request.selector()
 
     # THEN it has the event's shape and feeds back into parse_event unchanged
@@ -705,9 +695,15 @@ def test_selector_echoes_what_was_asked_for(event, expected):
 
 
 def test_selector_leaves_out_cursor_and_options():
-    # GIVEN a request with a cursor, delete_missing and a continuation count
+    # GIVEN a request with a cursor and every option
     request = parse(
-        {"prefix": "flags/", "cursor": "abc", "delete_missing": True, "continuation": 3}
+        {
+            "prefix": "flags/",
+            "cursor": "abc",
+            "delete_missing": True,
+            "dry_run": True,
+            "force_delete": True,
+        }
     )
 
     # WHEN its selector is taken

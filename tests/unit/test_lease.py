@@ -145,7 +145,7 @@ def test_a_run_holds_the_lease_from_its_first_invocation_to_its_last(
     # WHEN the first run is continued with its cursor to its end
     replies = follow({"all": True}, first)
 
-    # THEN its continuations took the same lease again, and the last released it
+    # THEN its next invocations took the same lease again, and the last released it
     assert [r["success"] for r in replies] == [True] * 3
     assert values(aws) == kv_values(kv)
     assert lease(aws) is None

@@ -80,10 +80,10 @@ def test_an_expired_lease_is_taken_over(aws):
 
 
 def test_the_same_run_takes_its_lease_again(aws):
-    # GIVEN run-1 holding the lease (a continuation of it carries the same run id)
+    # GIVEN run-1 holding the lease (its next invocation carries the same run id)
     acquire("run-1")
 
-    # WHEN its continuation acquires it while it is still live
+    # WHEN its next invocation acquires it while it is still live
     conflict = acquire("run-1", now=NOW + 200)
 
     # THEN it holds it again, with a new expiry

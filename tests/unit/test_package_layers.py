@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "lambda_function" / "kv_sync"
 
 # module -> (layer rank, group). A module may import a lower rank, or its own group.
 LAYERS: dict[str, tuple[int, str]] = {
-    **dict.fromkeys(("handler", "events", "replies", "continuation"), (3, "entry")),
+    **dict.fromkeys(("handler", "events", "replies"), (3, "entry")),
     **dict.fromkeys(("engine", "pages", "plan", "cursor"), (2, "engine")),
     **dict.fromkeys(
         ("source", "cloudflare", "cloudflare_replies", "credentials", "ratelimit"), (1, "source")

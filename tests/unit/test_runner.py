@@ -226,15 +226,14 @@ def test_more_names_than_one_event_takes_are_split_into_runs() -> None:
     assert invocations[1].label == f"{MAX_KEY_NAMES} named key(s) (part 2 of 3)"
 
 
-def test_the_function_never_continues_itself_and_gets_the_run_settings() -> None:
+def test_the_function_gets_the_run_settings() -> None:
     # GIVEN env credentials and --verbose
     config = runner.parse_args(["--all", "--table", "t", "-v"], environ=ENV_CREDENTIALS)
 
     # WHEN the function's environment is built
     environment = runner.function_environment(config)
 
-    # THEN self-continuation is off, the table is set, and the credentials' source is named
-    assert environment["SELF_INVOKE_CONTINUATION"] == "false"
+    # THEN the table is set, metrics are on, and the credentials' source is named
     assert environment["DYNAMODB_TABLE_NAME"] == "t"
     assert environment["SECRETS_MANAGER_SECRET_NAME"] == runner.ENV_CREDENTIALS_SOURCE
     assert environment["POWERTOOLS_METRICS_DISABLED"] == "false"
@@ -286,6 +285,7 @@ def test_the_function_validates_env_credentials_like_the_secret() -> None:
 def test_the_exit_status_follows_the_document(success: bool, status: int) -> None:
     # GIVEN a function answering one document
     function = ScriptedFunction({"success": success, "data": {"key_name": "k"}})
+    before = dict(os.environ)
 
     # WHEN one key is synced
     code, out, err = run(["--key-name", "k", "--table", "t", "--secret-name", "s"], function)
@@ -300,7 +300,7 @@ def test_the_exit_status_follows_the_document(success: bool, status: int) -> Non
     # AND the function ran with the run's environment, restored afterwards
     assert function.environments[0]["DYNAMODB_TABLE_NAME"] == "t"
     assert function.environments[0]["SECRETS_MANAGER_SECRET_NAME"] == "s"
-    assert os.environ.get("SELF_INVOKE_CONTINUATION") is None
+    assert dict(os.environ) == before
     # AND with a context counting down from the timeout
     assert 0 < function.contexts[0].get_remaining_time_in_millis() <= 300_000
 

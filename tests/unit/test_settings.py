@@ -21,8 +21,6 @@ OPTIONAL = (
     "RECORD_TTL_DAYS",
     "DELETE_MISSING",
     "CLOUDFLARE_REQUESTS_PER_5_MINUTES",
-    "SELF_INVOKE_CONTINUATION",
-    "MAX_CONTINUATIONS",
     "MAX_DELETE_PERCENT",
 )
 
@@ -94,8 +92,6 @@ def test_every_variable_is_read(monkeypatch):
         "RECORD_TTL_DAYS": "7",
         "DELETE_MISSING": " true ",
         "CLOUDFLARE_REQUESTS_PER_5_MINUTES": "600",
-        "SELF_INVOKE_CONTINUATION": "yes",
-        "MAX_CONTINUATIONS": "9",
         "MAX_DELETE_PERCENT": " 40 ",
     }
     assert set(values) == set(ENV_VARS)
@@ -117,8 +113,6 @@ def test_every_variable_is_read(monkeypatch):
         record_ttl_days=7,
         delete_missing=True,
         cloudflare_requests_per_5_minutes=600,
-        self_invoke_continuation=True,
-        max_continuations=9,
         max_delete_percent=40,
     )
 
@@ -274,25 +268,17 @@ def test_multi_key_settings_default_when_unset(only_required):
     # WHEN the settings are loaded
     settings = load_settings()
 
-    # THEN nothing is deleted, Cloudflare's own limit applies and no self-invocation
-    # happens; with delete_missing, a run may delete at most a quarter of its records
+    # THEN nothing is deleted and Cloudflare's own limit applies; with delete_missing,
+    # a run may delete at most a quarter of its records
     assert settings.delete_missing is False
     assert settings.cloudflare_requests_per_5_minutes == 1200
-    assert settings.self_invoke_continuation is False
-    assert settings.max_continuations == 50
     assert settings.max_delete_percent == 25
 
 
 @pytest.mark.parametrize("blank", ["", "  "])
 def test_blank_multi_key_settings_fall_back_to_defaults(only_required, monkeypatch, blank):
     # GIVEN the multi-key variables present but blank (an unset Terraform value)
-    for name in (
-        "DELETE_MISSING",
-        "CLOUDFLARE_REQUESTS_PER_5_MINUTES",
-        "SELF_INVOKE_CONTINUATION",
-        "MAX_CONTINUATIONS",
-        "MAX_DELETE_PERCENT",
-    ):
+    for name in ("DELETE_MISSING", "CLOUDFLARE_REQUESTS_PER_5_MINUTES", "MAX_DELETE_PERCENT"):
         monkeypatch.setenv(name, blank)
 
     # WHEN the settings are loaded
@@ -301,12 +287,9 @@ def test_blank_multi_key_settings_fall_back_to_defaults(only_required, monkeypat
     # THEN the defaults are used rather than an error
     assert settings.delete_missing is False
     assert settings.cloudflare_requests_per_5_minutes == 1200
-    assert settings.self_invoke_continuation is False
-    assert settings.max_continuations == 50
     assert settings.max_delete_percent == 25
 
 
-@pytest.mark.parametrize("name", ["DELETE_MISSING", "SELF_INVOKE_CONTINUATION"])
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
@@ -323,30 +306,25 @@ def test_blank_multi_key_settings_fall_back_to_defaults(only_required, monkeypat
         ("OFF", False),
     ],
 )
-def test_boolean_switches_accept_common_spellings(monkeypatch, name, value, expected):
+def test_boolean_switches_accept_common_spellings(monkeypatch, value, expected):
     # GIVEN a switch written the way Terraform or a person might write it
-    monkeypatch.setenv(name, value)
+    monkeypatch.setenv("DELETE_MISSING", value)
 
     # WHEN the settings are loaded
     settings = load_settings()
 
     # THEN it reads as the intended boolean
-    field = {
-        "DELETE_MISSING": "delete_missing",
-        "SELF_INVOKE_CONTINUATION": "self_invoke_continuation",
-    }
-    assert getattr(settings, field[name]) is expected
+    assert settings.delete_missing is expected
 
 
-@pytest.mark.parametrize("name", ["DELETE_MISSING", "SELF_INVOKE_CONTINUATION"])
 @pytest.mark.parametrize("value", ["maybe", "2", "tru", "y", "enabled"])
-def test_boolean_switch_with_another_word_is_rejected(monkeypatch, name, value):
+def test_boolean_switch_with_another_word_is_rejected(monkeypatch, value):
     # GIVEN a switch holding a word that is neither true nor false
     # WHEN the settings are loaded
-    message = settings_error(monkeypatch, name, value)
+    message = settings_error(monkeypatch, "DELETE_MISSING", value)
 
     # THEN it is refused (not silently off), naming the variable and the value
-    assert name in message
+    assert "DELETE_MISSING" in message
     assert "true or false" in message
     assert repr(value) in message
 
@@ -355,7 +333,6 @@ def test_boolean_switch_with_another_word_is_rejected(monkeypatch, name, value):
     ("name", "low", "high", "below", "above"),
     [
         ("CLOUDFLARE_REQUESTS_PER_5_MINUTES", "1", "100000", "0", "100001"),
-        ("MAX_CONTINUATIONS", "0", "1000", "-1", "1001"),
         ("MAX_DELETE_PERCENT", "0", "100", "-1", "101"),
     ],
 )
@@ -363,7 +340,6 @@ def test_multi_key_limits_are_bounded(monkeypatch, name, low, high, below, above
     # GIVEN a multi-key limit at, and just beyond, each end of its range
     field = {
         "CLOUDFLARE_REQUESTS_PER_5_MINUTES": "cloudflare_requests_per_5_minutes",
-        "MAX_CONTINUATIONS": "max_continuations",
         "MAX_DELETE_PERCENT": "max_delete_percent",
     }[name]
     for accepted in (low, high):
@@ -382,9 +358,7 @@ def test_multi_key_limits_are_bounded(monkeypatch, name, low, high, below, above
         assert f"got {rejected}" in message
 
 
-@pytest.mark.parametrize(
-    "name", ["CLOUDFLARE_REQUESTS_PER_5_MINUTES", "MAX_CONTINUATIONS", "MAX_DELETE_PERCENT"]
-)
+@pytest.mark.parametrize("name", ["CLOUDFLARE_REQUESTS_PER_5_MINUTES", "MAX_DELETE_PERCENT"])
 @pytest.mark.parametrize("value", ["many", "1200/5min", "2.5", "1e3", "25%"])
 def test_multi_key_limits_must_be_integers(monkeypatch, name, value):
     # GIVEN a limit that is not a whole number
@@ -396,17 +370,17 @@ def test_multi_key_limits_must_be_integers(monkeypatch, name, value):
     assert repr(value) in message
 
 
-def test_zero_max_continuations_is_kept(monkeypatch):
-    # GIVEN self-continuation on but MAX_CONTINUATIONS=0
-    monkeypatch.setenv("SELF_INVOKE_CONTINUATION", "true")
-    monkeypatch.setenv("MAX_CONTINUATIONS", "0")
+def test_the_removed_self_invocation_variables_are_not_read(only_required, monkeypatch):
+    # GIVEN a function still deployed with the variables of the old self-invocation
+    # chain, holding values the settings would refuse if they read them
+    monkeypatch.setenv("SELF_INVOKE_CONTINUATION", "maybe")
+    monkeypatch.setenv("MAX_CONTINUATIONS", "-1")
 
     # WHEN the settings are loaded
     settings = load_settings()
 
-    # THEN zero is kept (it means "never continue"), not replaced by the default of 50
-    assert settings.max_continuations == 0
-    assert settings.self_invoke_continuation is True
+    # THEN they load as without them: the variables are ignored, not an error
+    assert settings == Settings(table_name=TABLE, secret_name=SECRET)
 
 
 def test_a_changed_max_delete_percent_is_seen_by_the_next_load(monkeypatch):
