@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kv_sync.store import call, conditional, serialize
+from kv_sync.store import call, conditional, deserialize, query, serialize
 
 LEASE = "#LEASE"
 PENDING_PER_ITEM = 500  # keys of up to 512 bytes: well inside DynamoDB's 400 KB items
@@ -42,9 +42,10 @@ def acquire_lease(
 
 
 def lease_holder(table: str, pk: str) -> dict[str, Any] | None:
-    """The lease as stored (``None`` when there is none); its values as plain Python."""
+    """The lease as stored (``None`` when there is none); its values as plain Python
+    (``expires_at`` a ``Decimal``)."""
     items = _query(table, pk, "sk = :sk", LEASE)
-    return {name: _plain(value) for name, value in items[0].items()} if items else None
+    return {name: deserialize(value) for name, value in items[0].items()} if items else None
 
 
 def extend_lease(table: str, pk: str, run_id: str, expires_at: float) -> bool:
@@ -87,7 +88,7 @@ def load_pending(table: str, pk: str, run_id: str) -> dict[str, str]:
     """What ``save_pending`` kept for the run."""
     gone: dict[str, str] = {}
     for item in _query(table, pk, "begins_with(sk, :sk)", _pending_sk(run_id, None)):
-        gone |= _plain(item["gone"])
+        gone |= deserialize(item["gone"])
     return gone
 
 
@@ -104,29 +105,12 @@ def _pending_sk(run_id: str, number: int | None) -> str:
 
 
 def _query(table: str, pk: str, condition: str, sk: str) -> list[dict[str, Any]]:
-    query: dict[str, Any] = {
-        "TableName": table,
-        "KeyConditionExpression": f"pk = :pk AND {condition}",
-        "ExpressionAttributeValues": {":pk": {"S": pk}, ":sk": {"S": sk}},
-        "ConsistentRead": True,
-    }
-    items: list[dict[str, Any]] = []
-    while True:
-        response = call("query", table, **query)
-        items += response.get("Items", [])
-        if "LastEvaluatedKey" not in response:
-            return items
-        query["ExclusiveStartKey"] = response["LastEvaluatedKey"]
-
-
-def _plain(value: dict[str, Any]) -> Any:
-    """A DynamoDB attribute value as plain Python (numbers as int)."""
-    kind, inner = next(iter(value.items()))
-    if kind == "M":
-        return {name: _plain(item) for name, item in inner.items()}
-    if kind == "L":
-        return [_plain(item) for item in inner]
-    return int(inner) if kind == "N" else inner
+    items, _ = query(
+        table,
+        KeyConditionExpression=f"pk = :pk AND {condition}",
+        ExpressionAttributeValues={":pk": {"S": pk}, ":sk": {"S": sk}},
+    )
+    return items
 
 
 def sync_state_key(selector: dict[str, Any]) -> str | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from boto3.dynamodb.types import TypeSerializer
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 from tenacity import (
     RetryCallState,
@@ -28,6 +28,7 @@ _THROTTLING = {"ProvisionedThroughputExceededException", "ThrottlingException"}
 _RETRYABLE = _THROTTLING | {"RequestLimitExceeded", "InternalServerError", "ServiceUnavailable"}
 _VERSION = {"ProjectionExpression": "sk, content_sha256, synced_at, created_at, #ttl"}
 serialize = TypeSerializer().serialize
+deserialize = TypeDeserializer().deserialize
 
 
 def read_states(table: str, pk: str, sort_keys: list[str]) -> tuple[dict[str, StoredState], int]:
@@ -58,23 +59,28 @@ def read_states(table: str, pk: str, sort_keys: list[str]) -> tuple[dict[str, St
 
 def query_states(table: str, pk: str, low: str, high: str) -> tuple[dict[str, StoredState], int]:
     """The stored versions of every record with a sort key in ``[low, high]``, and the calls."""
-    states: dict[str, StoredState] = {}
-    query: dict[str, Any] = {
-        "TableName": table,
-        "KeyConditionExpression": "pk = :pk AND sk BETWEEN :low AND :high",
-        "ExpressionAttributeValues": {":pk": {"S": pk}, ":low": {"S": low}, ":high": {"S": high}},
-        "ExpressionAttributeNames": {"#ttl": "ttl"},
-        "ConsistentRead": True,
+    items, calls = query(
+        table,
+        KeyConditionExpression="pk = :pk AND sk BETWEEN :low AND :high",
+        ExpressionAttributeValues={":pk": {"S": pk}, ":low": {"S": low}, ":high": {"S": high}},
+        ExpressionAttributeNames={"#ttl": "ttl"},
         **_VERSION,
-    }
+    )
+    return _states(items), calls
+
+
+def query(table: str, **parameters: Any) -> tuple[list[dict[str, Any]], int]:
+    """Every item of a consistent ``Query``, following its pages; and the calls it took."""
+    request: dict[str, Any] = {"TableName": table, "ConsistentRead": True, **parameters}
+    items: list[dict[str, Any]] = []
     calls = 0
     while True:
         calls += 1
-        response = call("query", table, **query)
-        states.update(_states(response.get("Items", [])))
+        response = call("query", table, **request)
+        items += response.get("Items", [])
         if "LastEvaluatedKey" not in response:
-            return states, calls
-        query["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+            return items, calls
+        request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
 
 def write(table: str, record: Record, seen: StoredState | None) -> bool:
