@@ -116,12 +116,7 @@ class KVMirror:
         MirrorUnavailableError
             DynamoDB failed and no cached value may be served.
         """
-        cached = self._read(key)
-        if cached is None:
-            return None
-        if cached.text is None:
-            raise _binary(cached.entry)
-        return cached.text
+        return self._text(key)
 
     def get_json(self, key: str) -> Any | None:
         """The value of ``key`` parsed as JSON; ``None`` when absent or expired.
@@ -137,12 +132,8 @@ class KVMirror:
         MirrorUnavailableError
             DynamoDB failed and no cached value may be served.
         """
-        cached = self._read(key)
-        if cached is None:
-            return None
-        if cached.text is None:
-            raise _binary(cached.entry)
-        return decode.parse_json(key, cached.text)
+        text = self._text(key)
+        return None if text is None else decode.parse_json(key, text)
 
     def get_bytes(self, key: str) -> bytes | None:
         """The exact bytes of ``key``'s value, whatever its type; ``None`` when absent or expired.
@@ -167,6 +158,15 @@ class KVMirror:
         """
         cached = self._read(key)
         return None if cached is None else cached.entry
+
+    def _text(self, key: str) -> str | None:
+        """``key``'s text value (``None``: absent or expired); a binary value raises."""
+        cached = self._read(key)
+        if cached is None:
+            return None
+        if cached.text is None:
+            raise _binary(cached.entry)
+        return cached.text
 
     def keys(self, prefix: str = "") -> Iterator[str]:
         """The names of the keys starting with ``prefix``, in KV's order (UTF-8 bytes).
