@@ -14,26 +14,22 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any
 
-import boto3
 import pytest
 import responses
-from moto import mock_aws
 
 from kv_sync.handler import lambda_handler
-from local import aws_setup
 from local.lambda_context import LambdaContext
 from tests.support.cloudflare import (
     CF_BASE,
     NAMESPACE_ID,
     PK,
     SECRET,
-    SECRET_VALUE,
     TABLE,
     FakeNamespace,
 )
+from tests.support.mocked_aws import function_aws
 
 
 class FakeClock:
@@ -100,28 +96,10 @@ def _function_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     credentials.use_provider(None)
 
 
-@cache
-def _test_client(service: str) -> Any:
-    return boto3.client(service)
-
-
-@cache
-def _kms_private_key(key_spec: str) -> Any:
-    from moto.kms.utils import generate_private_key
-
-    return generate_private_key(key_spec)
-
-
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """moto with the table and the secret Terraform creates; yields the tests' DynamoDB client."""
-    monkeypatch.setattr("moto.kms.models.generate_private_key", _kms_private_key, raising=False)
-    with mock_aws():
-        dynamodb = _test_client("dynamodb")
-        aws_setup.create_table(dynamodb, TABLE, point_in_time_recovery=False)
-        _test_client("secretsmanager").create_secret(
-            Name=SECRET, SecretString=json.dumps(SECRET_VALUE)
-        )
+    with function_aws(monkeypatch) as dynamodb:
         yield dynamodb
 
 

@@ -6,20 +6,16 @@ The fake account's constants and reply builders live in ``tests/support/cloudfla
 from __future__ import annotations
 
 import io
-import json
 import sys
 from collections.abc import Iterator
-from functools import cache
 from typing import Any
 
-import boto3
 import pytest
 import responses
-from moto import mock_aws
 
-from local import aws_setup
 from local.lambda_context import LambdaContext
-from tests.support.cloudflare import CF_BASE, SECRET, SECRET_VALUE, TABLE, FakeNamespace
+from tests.support.cloudflare import CF_BASE, SECRET, TABLE, FakeNamespace
+from tests.support.mocked_aws import function_aws
 
 
 @pytest.fixture
@@ -82,34 +78,10 @@ def no_sleep(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     return slept
 
 
-@cache
-def _test_client(service: str) -> Any:
-    """The tests' own client of a service (moto intercepts clients made before it starts)."""
-    return boto3.client(service)
-
-
-@cache
-def _kms_private_key(key_spec: str) -> Any:
-    from moto.kms.utils import generate_private_key
-
-    return generate_private_key(key_spec)
-
-
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """moto with the table and secret Terraform creates, the secret filled in.
-
-    Yields the tests' DynamoDB client, to look at what the function stored.
-    """
-    # moto makes a fresh RSA key for the table's KMS encryption (most of the
-    # set-up's time); one key serves every test as well.
-    monkeypatch.setattr("moto.kms.models.generate_private_key", _kms_private_key, raising=False)
-    with mock_aws():
-        dynamodb = _test_client("dynamodb")
-        aws_setup.create_table(dynamodb, TABLE, point_in_time_recovery=False)
-        _test_client("secretsmanager").create_secret(
-            Name=SECRET, SecretString=json.dumps(SECRET_VALUE)
-        )
+    """moto with the table and the secret Terraform creates; yields the tests' DynamoDB client."""
+    with function_aws(monkeypatch) as dynamodb:
         yield dynamodb
 
 
