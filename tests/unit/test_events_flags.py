@@ -7,9 +7,6 @@ input, and ``true``/``false`` in a Function URL GET query; anything else is a
 
 from __future__ import annotations
 
-import base64
-import copy
-import json
 from typing import Any
 
 import pytest
@@ -17,7 +14,9 @@ import pytest
 from kv_sync.errors import ValidationError
 from kv_sync.events import parse_event
 from kv_sync.model import SyncRequest
-from tests.support.function import load_event
+from tests.support.function import scheduled
+from tests.support.function import url_get as get
+from tests.support.function import url_post as post
 
 DEFAULT = "redirect-all-users-to-essentials"
 FLAGS = ["dry_run", "force_delete"]
@@ -27,30 +26,6 @@ SELECTORS: list[dict[str, Any]] = [
     {"prefix": "flags/"},
     {"all": True},
 ]
-
-
-def post(fields: dict[str, Any], *, base64_encoded: bool = False) -> dict[str, Any]:
-    """The sample Function URL event as a POST carrying ``fields`` as JSON."""
-    event = copy.deepcopy(load_event("lambdaFunctionUrlIAMEvent.json"))
-    text = json.dumps(fields)
-    if base64_encoded:
-        text = base64.b64encode(text.encode("utf-8")).decode("ascii")
-    event["requestContext"]["http"]["method"] = "POST"
-    event["body"] = text
-    event["isBase64Encoded"] = base64_encoded
-    return event
-
-
-def get(query: dict[str, str]) -> dict[str, Any]:
-    """The sample Function URL GET event with its query replaced."""
-    event = copy.deepcopy(load_event("lambdaFunctionUrlIAMEventGet.json"))
-    event["queryStringParameters"] = query
-    event["rawQueryString"] = "&".join(f"{k}={v}" for k, v in query.items())
-    return event
-
-
-def scheduled(detail: dict[str, Any]) -> dict[str, Any]:
-    return {**load_event("scheduledEvent.json"), "detail": detail}
 
 
 def parse(event: object) -> SyncRequest:

@@ -8,8 +8,6 @@ what to fix, before anything reaches Cloudflare or DynamoDB.
 
 from __future__ import annotations
 
-import base64
-import copy
 import json
 from typing import Any
 
@@ -19,6 +17,8 @@ from kv_sync.errors import ValidationError
 from kv_sync.events import ALLOWED_FIELDS, parse_event
 from kv_sync.model import SyncRequest, Trigger
 from tests.support.function import load_event
+from tests.support.function import url_get as get
+from tests.support.function import url_post as post
 
 DEFAULT = "redirect-all-users-to-essentials"
 SELECTOR_VALUES: dict[str, Any] = {
@@ -27,26 +27,6 @@ SELECTOR_VALUES: dict[str, Any] = {
     "prefix": "flags/",
     "all": True,
 }
-
-
-def post(body: dict[str, Any] | str, *, base64_encoded: bool = False) -> dict[str, Any]:
-    """The sample Function URL event as a POST carrying ``body`` (JSON-encoded if a dict)."""
-    event = copy.deepcopy(load_event("lambdaFunctionUrlIAMEvent.json"))
-    text = body if isinstance(body, str) else json.dumps(body)
-    if base64_encoded:
-        text = base64.b64encode(text.encode("utf-8")).decode("ascii")
-    event["requestContext"]["http"]["method"] = "POST"
-    event["body"] = text
-    event["isBase64Encoded"] = base64_encoded
-    return event
-
-
-def get(query: dict[str, str]) -> dict[str, Any]:
-    """The sample Function URL GET event with its query replaced."""
-    event = copy.deepcopy(load_event("lambdaFunctionUrlIAMEventGet.json"))
-    event["queryStringParameters"] = query
-    event["rawQueryString"] = "&".join(f"{k}={v}" for k, v in query.items())
-    return event
 
 
 def parse(event: object) -> SyncRequest:

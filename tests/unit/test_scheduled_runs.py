@@ -20,7 +20,7 @@ from moto import mock_aws
 from kv_sync.errors import ApiError, NotFoundError, SyncError
 from local.lambda_context import LambdaContext
 from tests.support.cloudflare import BULK_GET_URL, SECRET, bulk_get_reply, failure, stored_item
-from tests.support.function import load_event
+from tests.support.function import load_event, scheduled
 from tests.support.sync_runs import (
     emf_documents,
     failed_metrics,
@@ -33,14 +33,6 @@ from tests.support.sync_runs import (
 )
 
 DEFAULT_KEY = "redirect-all-users-to-essentials"
-
-
-def scheduled(detail: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The sample scheduled event, its rule's constant input in ``detail``."""
-    event = load_event("scheduledEvent.json")
-    if detail is not None:
-        event["detail"] = detail
-    return event
 
 
 def function_url(fields: dict[str, Any]) -> dict[str, Any]:
